@@ -1,0 +1,254 @@
+// The table of paths the bench measures. To add a row, append an entry:
+//   { name, label, needs: [binaries], async setup(ctx) → { port, pids, teardown? } }
+// `port` is where the load generator connects (127.0.0.1); it must end up at
+// ctx.targetPort. `pids` are the relay processes whose CPU and RSS are charged
+// to the path (their descendants are included automatically). Start processes
+// with ctx.start(): the runner stops everything started that way after the row,
+// also when setup fails, so setup need not clean up after itself.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, waitPort } from './proc.mjs';
+
+const SSHD = '/usr/sbin/sshd'; // sshd re-execs itself and insists on an absolute path
+const CIPHER = 'aes128-gcm@openssh.com';
+
+async function startSshd(ctx) {
+  mkdirSync('/run/sshd', { recursive: true }); // privilege separation directory
+  const d = ctx.dir;
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(d, 'host_key')]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(d, 'client_key')]);
+  copyFileSync(join(d, 'client_key.pub'), join(d, 'authorized_keys'));
+  chmodSync(join(d, 'authorized_keys'), 0o600);
+  const port = await freePort();
+  const cfg = join(d, 'sshd_config');
+  writeFileSync(cfg, [
+    `Port ${port}`,
+    'ListenAddress 127.0.0.1',
+    `HostKey ${join(d, 'host_key')}`,
+    `PidFile ${join(d, 'sshd.pid')}`,
+    `AuthorizedKeysFile ${join(d, 'authorized_keys')}`,
+    'PermitRootLogin prohibit-password',
+    'AllowUsers root@127.0.0.1', // root, by key, from loopback only
+    'PubkeyAuthentication yes',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'UsePAM no',
+    'StrictModes no',
+    'AllowTcpForwarding yes',
+    'GatewayPorts no',
+    'X11Forwarding no',
+    'PermitTTY no',
+    'MaxStartups 100:30:200',
+    `Ciphers ${CIPHER}`,
+    'LogLevel ERROR',
+    '',
+  ].join('\n'));
+  const child = ctx.start(SSHD, ['-D', '-e', '-f', cfg], 'sshd');
+  await waitPort(port, { child });
+  return { port, pid: child.pid, key: join(d, 'client_key') };
+}
+
+function sshArgs(sshd, forward) {
+  return [
+    '-N', '-T', '-F', '/dev/null',
+    '-c', CIPHER,
+    '-i', sshd.key, '-p', String(sshd.port),
+    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+    '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'ExitOnForwardFailure=yes',
+    '-o', 'Compression=no', '-o', 'LogLevel=ERROR',
+    ...forward,
+    'root@127.0.0.1',
+  ];
+}
+
+function portsideCli(ctx) {
+  const cli = join(ctx.root, 'dist', 'cli.js');
+  if (!existsSync(cli)) throw new Error('dist/cli.js not found: the portside CLI is not built yet');
+  return cli;
+}
+
+/** outside + inside relays per CONTEXT.md; optional SOCKS5 firewall address. */
+async function startPortside(ctx, firewall) {
+  const cli = portsideCli(ctx);
+  const d = ctx.dir;
+  const keyFile = join(d, 'bench.key');
+  execFileSync(process.execPath, [cli, 'keygen', '--out', keyFile], { stdio: 'pipe' });
+  const outsidePort = await freePort();
+  const servicePort = await freePort();
+  const lvl = ctx.options.portsideLogLevel;
+  writeFileSync(join(d, 'outside.yaml'), [
+    `listen: 127.0.0.1:${outsidePort}`,
+    'insides:',
+    '  - name: bench',
+    `    key_file: ${keyFile}`,
+    'allow:',
+    '  hosts: [127.0.0.1]',
+    '  ports: ["1024-65535"]',
+    '  from: ["127.0.0.0/8"]',
+    `log_level: ${lvl}`,
+    '',
+  ].join('\n'));
+  writeFileSync(join(d, 'inside.yaml'), [
+    'name: bench',
+    `key_file: ${keyFile}`,
+    `outside: 127.0.0.1:${outsidePort}`,
+    ...(firewall ? ['firewall:', `  socks5: 127.0.0.1:${firewall}`] : []),
+    'services:',
+    '  - name: bench',
+    `    listen: 127.0.0.1:${servicePort}`,
+    `    target: 127.0.0.1:${ctx.targetPort}`,
+    `log_level: ${lvl}`,
+    '',
+  ].join('\n'));
+
+  let resolveReady;
+  let rejectReady;
+  const ready = new Promise((res, rej) => { resolveReady = res; rejectReady = rej; });
+  const onLine = (who) => (line) => {
+    let ev;
+    try { ev = JSON.parse(line); } catch { return; }
+    if (ev.event === 'service.listening' && Number(ev.port) === servicePort) resolveReady();
+    else if (ev.event === 'session.dial_failed' || (ev.code && /^PS_ERR_/.test(ev.code) && ev.level >= 50)) {
+      rejectReady(new Error(`${who}: ${ev.event ?? 'error'} ${ev.code ?? ''} ${ev.msg ?? ''}`.trim()));
+    }
+  };
+  const outside = ctx.start(process.execPath, [cli, 'outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
+  const inside = ctx.start(process.execPath, [cli, 'inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
+  for (const [who, c] of [['outside', outside], ['inside', inside]]) {
+    c.on('exit', (code) => rejectReady(new Error(`portside ${who} exited with code ${code} (see ${ctx.logPath(who)})`)));
+  }
+  let timer;
+  await Promise.race([
+    ready,
+    new Promise((_, rej) => { timer = setTimeout(() => rej(new Error('no service.listening event within 20 s')), 20000); }),
+  ]).finally(() => clearTimeout(timer));
+  return { port: servicePort, pids: [outside.pid, inside.pid] };
+}
+
+export const paths = [
+  {
+    name: 'direct',
+    label: 'direct',
+    async setup(ctx) {
+      return { port: ctx.targetPort, pids: [] };
+    },
+  },
+  {
+    name: 'node-relay',
+    label: 'Node relay (pipe)',
+    async setup(ctx) {
+      let port;
+      let resolve;
+      const got = new Promise((r) => { resolve = r; });
+      const child = ctx.start(process.execPath, [join(ctx.benchDir, 'lib', 'relay.mjs'), String(ctx.targetPort)], 'relay', (line) => {
+        try { port = JSON.parse(line).port; resolve(); } catch { /* not ours */ }
+      });
+      await Promise.race([got, new Promise((_, rej) => child.on('exit', (c) => rej(new Error(`relay exited ${c}`))))]);
+      return { port, pids: [child.pid] };
+    },
+  },
+  {
+    name: 'ssh-L',
+    label: 'ssh -L (aes128-gcm)',
+    needs: ['ssh', 'sshd', 'ssh-keygen'],
+    async setup(ctx) {
+      const sshd = await startSshd(ctx);
+      const port = await freePort();
+      const ssh = ctx.start('ssh', sshArgs(sshd, ['-L', `127.0.0.1:${port}:127.0.0.1:${ctx.targetPort}`]), 'ssh-L');
+      await waitPort(port, { child: ssh });
+      return { port, pids: [ssh.pid, sshd.pid] };
+    },
+  },
+  {
+    name: 'ssh-chain',
+    label: 'ssh -L → sshd → ssh -R',
+    needs: ['ssh', 'sshd', 'ssh-keygen'],
+    async setup(ctx) {
+      const sshd = await startSshd(ctx);
+      const rport = await freePort();
+      // "inside": registers a remote forward on sshd that leads to the target
+      const r = ctx.start('ssh', sshArgs(sshd, ['-R', `127.0.0.1:${rport}:127.0.0.1:${ctx.targetPort}`]), 'ssh-R');
+      await waitPort(rport, { child: r });
+      // "client": reaches that forwarded port through sshd
+      const port = await freePort();
+      const l = ctx.start('ssh', sshArgs(sshd, ['-L', `127.0.0.1:${port}:127.0.0.1:${rport}`]), 'ssh-L');
+      await waitPort(port, { child: l });
+      return { port, pids: [l.pid, sshd.pid, r.pid] };
+    },
+  },
+  {
+    name: 'stunnel',
+    label: 'stunnel pair (TLS 1.3)',
+    needs: ['stunnel', 'openssl'],
+    async setup(ctx) {
+      const d = ctx.dir;
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+        '-nodes', '-keyout', join(d, 'key.pem'), '-out', join(d, 'cert.pem'), '-days', '2', '-subj', '/CN=localhost'],
+      { stdio: 'pipe' });
+      const sport = await freePort();
+      const cport = await freePort();
+      const common = (name) => [
+        'foreground = yes',
+        `pid = ${join(d, name + '.pid')}`,
+        'debug = 3',
+        `output = ${join(d, name + '.log')}`,
+        '[bench]',
+        'ciphersuites = TLS_AES_128_GCM_SHA256', // same cipher as the ssh rows
+        'socket = l:TCP_NODELAY=1',
+        'socket = r:TCP_NODELAY=1',
+      ];
+      writeFileSync(join(d, 'server.conf'), [...common('server'),
+        `accept = 127.0.0.1:${sport}`, `connect = 127.0.0.1:${ctx.targetPort}`,
+        `cert = ${join(d, 'cert.pem')}`, `key = ${join(d, 'key.pem')}`, ''].join('\n'));
+      writeFileSync(join(d, 'client.conf'), ['client = yes', ...common('client'),
+        `accept = 127.0.0.1:${cport}`, `connect = 127.0.0.1:${sport}`, ''].join('\n'));
+      const server = ctx.start('stunnel', [join(d, 'server.conf')], 'stunnel-server');
+      const client = ctx.start('stunnel', [join(d, 'client.conf')], 'stunnel-client');
+      await waitPort(sport, { child: server });
+      await waitPort(cport, { child: client });
+      return { port: cport, pids: [client.pid, server.pid] };
+    },
+  },
+  {
+    name: 'portside',
+    label: 'portside',
+    async setup(ctx) {
+      return startPortside(ctx, null);
+    },
+  },
+  {
+    name: 'portside-dante',
+    label: 'portside via Dante (incl. danted)',
+    needs: ['danted'],
+    async setup(ctx) {
+      portsideCli(ctx); // fail early, before starting Dante
+      const d = ctx.dir;
+      const dport = await freePort();
+      writeFileSync(join(d, 'danted.conf'), [
+        `logoutput: ${join(d, 'dante.log')}`,
+        `internal: 127.0.0.1 port = ${dport}`,
+        'external: 127.0.0.1',
+        'clientmethod: none',
+        'socksmethod: none',
+        'user.privileged: root',
+        'user.unprivileged: nobody',
+        'client pass {',
+        '  from: 127.0.0.0/8 to: 0.0.0.0/0',
+        '  log: error',
+        '}',
+        'socks pass {',
+        '  from: 127.0.0.0/8 to: 0.0.0.0/0',
+        '  command: connect',
+        '  log: error',
+        '}',
+        '',
+      ].join('\n'));
+      // foreground (no -D), so the PID we hold is danted's own
+      const dante = ctx.start('danted', ['-f', join(d, 'danted.conf'), '-p', join(d, 'danted.pid')], 'danted');
+      await waitPort(dport, { child: dante });
+      const ps = await startPortside(ctx, dport);
+      return { port: ps.port, pids: [...ps.pids, dante.pid] };
+    },
+  },
+];

@@ -1,0 +1,345 @@
+#!/usr/bin/env node
+// portside benchmark: see bench/README.md. Plain ESM, no build step.
+import { fork, execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir, cpus, release } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as proc from './lib/proc.mjs';
+import { paths } from './lib/paths.mjs';
+
+const benchDir = dirname(fileURLToPath(import.meta.url));
+const root = dirname(benchDir);
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+
+// ---------- options ----------
+const HELP = `usage: node bench/run.mjs [options]      (npm run bench -- [options])
+  --quick              128 MiB streams, 2 000 idle connections, fewer samples
+  --only a,b           run only these paths (names: ${paths.map((p) => p.name).join(', ')})
+  --skip a,b           skip these paths
+  --size MiB           bytes per throughput run (default 1024, quick 128)
+  --samples N          single-stream throughput runs per path (default 3, quick 2)
+  --conns N            idle connections for the memory figure (default 10000, quick 2000)
+  --pings N            ping-pong round trips after warm-up (default 5000, quick 2000)
+  --cps-seconds S      duration of the sequential-connections test (default 5, quick 2)
+  --portside-log-level L   log_level written to the portside configs (default info)
+  --out DIR            where latest.md/latest.json go (default bench/results)
+  --keep               keep the temp dir with configs and logs of every process
+  --help`;
+
+function parseArgs(argv) {
+  const o = { quick: false, only: null, skip: [], keep: false, portsideLogLevel: 'info', out: join(benchDir, 'results') };
+  const num = (i) => { const v = Number(argv[i]); if (!Number.isFinite(v) || v <= 0) throw new Error(`bad value for ${argv[i - 1]}: ${argv[i]}`); return v; };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    switch (a) {
+      case '--quick': o.quick = true; break;
+      case '--only': o.only = argv[++i].split(','); break;
+      case '--skip': o.skip = argv[++i].split(','); break;
+      case '--size': o.sizeMiB = num(++i); break;
+      case '--samples': o.samples = num(++i); break;
+      case '--conns': o.conns = num(++i); break;
+      case '--pings': o.pings = num(++i); break;
+      case '--cps-seconds': o.cpsSeconds = num(++i); break;
+      case '--portside-log-level': o.portsideLogLevel = argv[++i]; break;
+      case '--out': o.out = argv[++i]; break;
+      case '--keep': o.keep = true; break;
+      case '--help': case '-h': console.log(HELP); process.exit(0);
+      default: throw new Error(`unknown option ${a}\n${HELP}`);
+    }
+  }
+  o.bytes = Math.round((o.sizeMiB ?? (o.quick ? 128 : 1024)) * MiB);
+  o.samples ??= o.quick ? 2 : 3;
+  o.multiSamples = o.quick ? 1 : 2;
+  o.conns ??= o.quick ? 2000 : 10000;
+  o.pings ??= o.quick ? 2000 : 5000;
+  o.warmup = o.quick ? 200 : 500;
+  o.cpsSeconds ??= o.quick ? 2 : 5;
+  for (const n of [...(o.only ?? []), ...o.skip]) {
+    if (!paths.some((p) => p.name === n)) throw new Error(`unknown path ${n}; known: ${paths.map((p) => p.name).join(', ')}`);
+  }
+  return o;
+}
+
+// ---------- open-files limit: idle connections need many descriptors ----------
+const lim = proc.hardNofile();
+if (lim.soft < lim.hard && !process.env.PORTSIDE_BENCH_REEXEC) {
+  // children inherit the limit, so raise it once for the whole tree by re-exec
+  const r = spawnSync('bash', ['-c', `ulimit -n ${lim.hard === Infinity ? 1048576 : lim.hard} && exec "$0" "$@"`, process.execPath, ...process.argv.slice(1)],
+    { stdio: 'inherit', env: { ...process.env, PORTSIDE_BENCH_REEXEC: '1' } });
+  process.exit(r.status ?? 1);
+}
+
+let opts;
+try { opts = parseArgs(process.argv.slice(2)); } catch (e) { console.error(e.message); process.exit(2); }
+
+// ---------- never leave processes behind ----------
+let exiting = false;
+process.on('exit', () => proc.killAllSync());
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    if (exiting) return;
+    exiting = true;
+    console.error(`\n${sig}: stopping every process the bench started`);
+    proc.killAllSync();
+    process.exit(130);
+  });
+}
+process.on('uncaughtException', (e) => { console.error('bench crashed:', e); proc.killAllSync(); process.exit(1); });
+process.on('unhandledRejection', (e) => { console.error('bench crashed:', e); proc.killAllSync(); process.exit(1); });
+
+const log = (...a) => console.error('[bench]', ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// each idle connection costs a relay process up to 2 descriptors (accepted + dialled)
+const maxIdle = Math.floor((lim.hard - 256) / 2);
+const idleConns = Math.min(opts.conns, maxIdle);
+if (idleConns < opts.conns) log(`open-files hard limit is ${lim.hard}: measuring idle memory at ${idleConns} connections instead of ${opts.conns}`);
+
+// ---------- helper processes: target and load generator ----------
+function forkHelper(file) {
+  const child = fork(join(benchDir, 'lib', file), [], { detached: true, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  proc.track(child.pid);
+  return child;
+}
+
+class LoadGen {
+  constructor() { this.start(); }
+  start() {
+    this.child = forkHelper('loadgen.mjs');
+    this.pending = new Map();
+    this.nextId = 1;
+    this.child.on('message', (m) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.error) p.reject(new Error(m.error)); else p.resolve(m.result);
+    });
+    this.child.on('exit', () => {
+      for (const p of this.pending.values()) p.reject(new Error('load generator exited'));
+      this.pending.clear();
+    });
+  }
+  async call(op, args, timeoutMs) {
+    const id = this.nextId++;
+    let timer;
+    try {
+      return await new Promise((resolve, reject) => {
+        this.pending.set(id, { resolve, reject });
+        this.child.send({ id, op, ...args });
+        timer = setTimeout(() => reject(new Error(`${op} timed out after ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      });
+    } catch (e) {
+      if (/timed out/.test(e.message)) await this.restart(); // drop its stuck connections
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.pending.delete(id);
+    }
+  }
+  async restart() { await this.stop(); this.start(); }
+  async stop() { await proc.stop(this.child.pid, 1000); }
+}
+
+function hasBinary(b) {
+  return spawnSync('bash', ['-c', `command -v ${b}`], { stdio: 'ignore' }).status === 0 || existsSync(`/usr/sbin/${b}`);
+}
+
+// ---------- one path ----------
+async function measurePath(path, targetPort, tmp) {
+  const r = { name: path.name, label: path.label, metrics: {}, errors: {} };
+  const dir = join(tmp, path.name);
+  mkdirSync(dir, { recursive: true });
+  const started = [];
+  const ctx = {
+    root, benchDir, dir, targetPort, options: opts,
+    logPath: (name) => join(dir, `${name}.log`),
+    start(cmd, args, name, onLine) {
+      const c = proc.start(cmd, args, { logFile: join(dir, `${name}.log`), onLine, cwd: dir });
+      started.push(c.pid);
+      return c;
+    },
+  };
+  let setup;
+  const lg = new LoadGen();
+  try {
+    const missing = (path.needs ?? []).filter((b) => !hasBinary(b));
+    if (missing.length) throw new Error(`not installed: ${missing.join(', ')}`);
+    setup = await Promise.race([
+      path.setup(ctx),
+      sleep(45000).then(() => { throw new Error('setup timed out after 45 s'); }),
+    ]);
+    const pids = setup.pids;
+    r.pids = pids;
+    const attempt = async (metric, fn) => {
+      try { r.metrics[metric] = await fn(); } catch (e) { r.errors[metric] = e.message; log(`${path.name} ${metric}: ${e.message}`); }
+    };
+    const streamTimeout = (bytes) => 30000 + (bytes / (20 * MiB)) * 1000; // fails below ~20 MB/s
+
+    // 1-byte ping-pong
+    await attempt('pingpong', () => lg.call('pingpong', { port: setup.port, warmup: opts.warmup, n: opts.pings }, 120000));
+    // sequential connections per second
+    await attempt('cps', () => lg.call('cps', { port: setup.port, seconds: opts.cpsSeconds }, (opts.cpsSeconds + 60) * 1000));
+    // one stream: throughput and relay CPU
+    await attempt('single', async () => {
+      const runs = [];
+      let cpu = 0;
+      let bytes = 0;
+      for (let i = 0; i < opts.samples; i++) {
+        const before = proc.cpuSnapshot(pids);
+        const x = await lg.call('stream', { port: setup.port, bytes: opts.bytes, streams: 1 }, streamTimeout(opts.bytes));
+        cpu += proc.cpuDelta(before, pids);
+        bytes += x.bytes;
+        runs.push((x.bytes * 8) / x.seconds / 1e9);
+      }
+      return { gbps: median(runs), runs, cpuSeconds: cpu, bytes, cpuPerGiB: pids.length ? cpu / (bytes / GiB) : null };
+    });
+    // 8 streams, then 8 streams beside a 9th whose reader never reads
+    await attempt('multi', async () => {
+      const clean = [];
+      const stalled = [];
+      let stallAccepted = 0;
+      for (let i = 0; i < opts.multiSamples; i++) {
+        const a = await lg.call('stream', { port: setup.port, bytes: opts.bytes, streams: 8 }, streamTimeout(opts.bytes));
+        clean.push((a.bytes * 8) / a.seconds / 1e9);
+        const b = await lg.call('stream', { port: setup.port, bytes: opts.bytes, streams: 8, stall: true }, streamTimeout(opts.bytes) + 30000);
+        stalled.push((b.bytes * 8) / b.seconds / 1e9);
+        stallAccepted = b.stallAccepted;
+      }
+      const c = median(clean);
+      const s = median(stalled);
+      return { cleanGbps: c, stalledGbps: s, stallCost: 1 - s / c, clean, stalled, stallAcceptedBytes: stallAccepted };
+    });
+    // idle memory per carried connection
+    await attempt('idle', async () => {
+      await sleep(1000);
+      const before = proc.rssOf(pids);
+      const o = await lg.call('idleOpen', { port: setup.port, n: idleConns }, 180000);
+      await sleep(1000);
+      const after = proc.rssOf(pids);
+      const c = await lg.call('idleClose', {}, 60000);
+      if (o.opened === 0) throw new Error(`no connection could be opened (${o.lastError})`);
+      const res = { conns: o.opened, stillOpen: c.stillOpen, failed: o.failed, rssBefore: before, rssAfter: after, bytesPerConn: pids.length ? (after - before) / c.stillOpen : null };
+      if (o.failed) res.note = `${o.failed} of ${idleConns} failed: ${o.lastError}`;
+      return res;
+    });
+  } catch (e) {
+    r.error = e.message;
+    log(`${path.name}: ${e.message}`);
+  } finally {
+    await lg.stop();
+    try { await setup?.teardown?.(); } catch (e) { log(`${path.name} teardown: ${e.message}`); }
+    for (const pid of started) await proc.stop(pid);
+    const left = started.flatMap((p) => proc.tree(p));
+    if (left.length) log(`${path.name}: processes still alive after teardown: ${left.join(' ')}`);
+  }
+  return r;
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+// ---------- report ----------
+const METRICS = [
+  { title: 'One-stream throughput', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.single?.gbps, err: 'single', fmt: (v) => v.toFixed(2) },
+  { title: 'Relay CPU per GiB (one stream)', unit: 'CPU-s/GiB', better: 'lower', get: (r) => r.metrics.single?.cpuPerGiB, err: 'single', fmt: (v) => v.toFixed(2), none: 'no relay' },
+  { title: '1-byte ping-pong p50', unit: 'µs', better: 'lower', get: (r) => r.metrics.pingpong?.p50, err: 'pingpong', fmt: (v) => v.toFixed(1), added: true },
+  { title: '1-byte ping-pong p99', unit: 'µs', better: 'lower', get: (r) => r.metrics.pingpong?.p99, err: 'pingpong', fmt: (v) => v.toFixed(1), added: true },
+  { title: 'Sequential connections per second (connect, 1-byte echo, close)', unit: 'conn/s', better: 'higher', get: (r) => r.metrics.cps?.rate, err: 'cps', fmt: (v) => v.toFixed(0) },
+  { title: 'Idle memory per carried connection (RSS of the relay processes)', unit: 'KiB/conn', better: 'lower', get: (r) => (r.metrics.idle?.bytesPerConn == null ? undefined : r.metrics.idle.bytesPerConn / 1024), err: 'idle', fmt: (v) => v.toFixed(2), none: 'no relay', extra: (r) => r.metrics.idle ? `${r.metrics.idle.stillOpen} conns${r.metrics.idle.note ? '; ' + r.metrics.idle.note : ''}` : '' },
+  { title: '8 streams, aggregate', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.multi?.cleanGbps, err: 'multi', fmt: (v) => v.toFixed(2) },
+  { title: '8 streams beside a 9th with a stalled reader, aggregate of the 8', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.multi?.stalledGbps, err: 'multi', fmt: (v) => v.toFixed(2), extra: (r) => r.metrics.multi ? `${(r.metrics.multi.stallCost * 100).toFixed(1)} % slower than without the stall` : '' },
+];
+
+function ratio(v, base) {
+  if (v == null || base == null || base == null || base === 0) return '—';
+  return `${(v / base).toFixed(2)}×`;
+}
+
+function renderMarkdown(results, meta) {
+  const direct = results.find((r) => r.name === 'direct');
+  const sshL = results.find((r) => r.name === 'ssh-L');
+  const out = [];
+  out.push('# portside benchmark', '');
+  out.push(`${meta.date} · ${meta.cpus} × ${meta.cpuModel} · Linux ${meta.kernel} · Node ${meta.node} · ${meta.quick ? '**quick** run' : 'full run'}`);
+  out.push(`Streams: ${(meta.bytes / MiB).toFixed(0)} MiB per run, ${meta.samples} one-stream sample(s) (median); ping-pong ${meta.pings} round trips after ${meta.warmup} warm-up; sequential connections for ${meta.cpsSeconds} s; idle memory at ${meta.idleConns} connections. All on loopback.`, '');
+  for (const m of METRICS) {
+    out.push(`## ${m.title} (${m.unit}, ${m.better} is better)`, '');
+    const hasExtra = !!m.extra;
+    out.push(`| path | ${m.unit} | × direct | × ssh -L |${m.added ? ' added over direct |' : ''}${hasExtra ? ' note |' : ''}`);
+    out.push(`|---|---:|---:|---:|${m.added ? '---:|' : ''}${hasExtra ? '---|' : ''}`);
+    for (const r of results) {
+      const v = m.get(r);
+      const e = r.error ? `setup failed: ${r.error}` : r.errors[m.err];
+      let cells;
+      if (e) cells = [`**error**: ${oneLine(e)}`, '', '', ...(m.added ? [''] : [])];
+      else if (v == null) cells = [m.none ?? '—', '—', '—', ...(m.added ? ['—'] : [])];
+      else {
+        cells = [m.fmt(v), ratio(v, direct && m.get(direct)), ratio(v, sshL && m.get(sshL))];
+        if (m.added) { const d = direct && m.get(direct); cells.push(d == null ? '—' : `${(v - d).toFixed(1)} µs`); }
+      }
+      if (hasExtra) cells.push(e ? '' : m.extra(r));
+      out.push(`| ${r.label} | ${cells.join(' | ')} |`);
+    }
+    out.push('');
+  }
+  const failed = results.filter((r) => r.error || Object.keys(r.errors).length);
+  if (failed.length) {
+    out.push('## Errors', '');
+    for (const r of failed) {
+      if (r.error) out.push(`- **${r.label}**: ${oneLine(r.error)}`);
+      for (const [k, v] of Object.entries(r.errors)) out.push(`- **${r.label}** (${k}): ${oneLine(v)}`);
+    }
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+const oneLine = (s) => String(s).replace(/\s+/g, ' ').replace(/\|/g, '\\|').slice(0, 200);
+
+// ---------- main ----------
+async function main() {
+  const tmp = mkdtempSync(join(tmpdir(), 'portside-bench-'));
+  const selected = paths.filter((p) => (!opts.only || opts.only.includes(p.name)) && !opts.skip.includes(p.name));
+  log(`temp dir ${tmp}; paths: ${selected.map((p) => p.name).join(', ')}`);
+  const target = forkHelper('target.mjs');
+  const targetPort = await new Promise((resolve, reject) => {
+    target.once('message', (m) => resolve(m.port));
+    target.once('exit', (c) => reject(new Error(`target exited ${c}`)));
+  });
+  const results = [];
+  for (const p of selected) {
+    log(`--- ${p.name}`);
+    const t0 = Date.now();
+    results.push(await measurePath(p, targetPort, tmp));
+    log(`${p.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  await proc.stop(target.pid, 1000);
+
+  const meta = {
+    date: new Date().toISOString(),
+    cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', kernel: release(), node: process.versions.node,
+    quick: opts.quick, bytes: opts.bytes, samples: opts.samples, pings: opts.pings, warmup: opts.warmup,
+    cpsSeconds: opts.cpsSeconds, idleConns, requestedIdleConns: opts.conns,
+    nofile: lim, ssh: safe(() => execFileSync('ssh', ['-V'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim() || undefined) ?? safe(() => spawnSync('ssh', ['-V']).stderr.toString().trim()),
+  };
+  const md = renderMarkdown(results, meta);
+  mkdirSync(opts.out, { recursive: true });
+  writeFileSync(join(opts.out, 'latest.md'), md + '\n');
+  writeFileSync(join(opts.out, 'latest.json'), JSON.stringify({ meta, results }, null, 2) + '\n');
+  console.log(md);
+  log(`wrote ${join(opts.out, 'latest.md')} and latest.json`);
+
+  const left = proc.trackedPids().flatMap((p) => proc.tree(p));
+  if (left.length) log(`WARNING: processes still alive: ${left.join(' ')} (killing)`);
+  proc.killAllSync();
+  if (opts.keep) log(`kept ${tmp}`); else rmSync(tmp, { recursive: true, force: true });
+}
+
+function safe(f) { try { return f(); } catch { return undefined; } }
+
+main().catch((e) => { console.error('bench failed:', e); proc.killAllSync(); process.exit(1); });
