@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { detectConfigKind, loadInsideConfig, loadOutsideConfig } from './config.js';
+import { PortsideError } from './errors.js';
+import { createLogger } from './log.js';
+import { InsideRelay } from './relay/inside.js';
+import { OutsideRelay } from './relay/outside.js';
+import { attachDynamicInside, attachDynamicOutside, checkRulesFiles } from './relay/dynamic.js';
+
+const program = new Command();
+program
+  .name('portside')
+  .description('Carry TCP services and dynamic-port protocols across a firewall over one encrypted session.')
+  .version('0.1.0');
+
+program
+  .command('keygen')
+  .description('make a shared key for an inside/outside relay pair (32 random bytes, base64)')
+  .option('--out <file>', 'write the key to FILE (mode 0600) instead of stdout')
+  .action((o: { out?: string }) => {
+    const key = randomBytes(32).toString('base64') + '\n';
+    if (o.out) {
+      writeFileSync(o.out, key, { mode: 0o600, flag: 'wx' });
+      process.stderr.write(`wrote ${o.out}\n`);
+    } else process.stdout.write(key);
+  });
+
+program
+  .command('outside')
+  .description('run the outside relay (ESP): accept sessions from inside relays, serve their services')
+  .requiredOption('-c, --config <file>', 'outside relay config (YAML)')
+  .action(async (o: { config: string }) => {
+    const cfg = loadOutsideConfig(o.config);
+    const log = createLogger(cfg.log_level, 'outside');
+    const relay = new OutsideRelay(cfg, log);
+    attachDynamicOutside(relay);
+    await relay.start();
+    onSignal(async () => { await relay.stop(); });
+  });
+
+program
+  .command('inside')
+  .description('run the inside relay (ISP): dial out through the firewall and carry services')
+  .requiredOption('-c, --config <file>', 'inside relay config (YAML)')
+  .action((o: { config: string }) => {
+    const cfg = loadInsideConfig(o.config);
+    const log = createLogger(cfg.log_level, 'inside');
+    const relay = new InsideRelay(cfg, log);
+    attachDynamicInside(relay);
+    relay.start();
+    onSignal(async () => { relay.stop(); });
+  });
+
+program
+  .command('check')
+  .description('validate a config file (and the rules files it names) without starting anything')
+  .requiredOption('-c, --config <file>', 'config file to check')
+  .action((o: { config: string }) => {
+    const kind = detectConfigKind(readFileSync(o.config, 'utf8'));
+    if (kind === 'outside') loadOutsideConfig(o.config);
+    else if (kind === 'inside') {
+      const cfg = loadInsideConfig(o.config);
+      checkRulesFiles(cfg);
+    } else throw new PortsideError('PS_ERR_CONFIG', `${o.config}: neither an inside config (has 'outside:') nor an outside config (has 'insides:')`);
+    process.stdout.write(`${o.config}: ok (${kind} relay)\n`);
+  });
+
+function onSignal(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    stop().finally(() => setTimeout(() => process.exit(0), 200).unref());
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const code = err instanceof PortsideError ? err.code : 'PS_ERR_INTERNAL';
+  process.stderr.write(`portside: ${(err as Error).message} [${code}]\n`);
+  process.exit(2);
+});

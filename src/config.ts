@@ -1,0 +1,160 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isIP } from 'node:net';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+/**
+ * Config files are YAML, checked by a schema. A bad file is refused with its name, the
+ * line and column of the offending key, and what is wrong with it.
+ */
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, 'expected HOST:PORT (IPv6 as [addr]:port)')
+  .refine((s) => { const p = Number(s.slice(s.lastIndexOf(':') + 1)); return p >= 0 && p <= 65535; }, 'port must be 0-65535');
+const key = z.string().min(1);
+const level = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info');
+const portRange = z.union([z.number().int().min(1).max(65535), z.string().regex(/^\d{1,5}(-\d{1,5})?$/, 'expected PORT or LOW-HIGH')]);
+const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an address or network in CIDR form');
+
+const limits = z.strictObject({
+  handshake_timeout_ms: z.number().int().positive().default(10_000),
+  max_pending_handshakes: z.number().int().positive().default(64),
+  keepalive_interval_ms: z.number().int().positive().default(15_000),
+  keepalive_timeout_ms: z.number().int().positive().default(45_000),
+  connect_timeout_ms: z.number().int().positive().default(10_000),
+  max_streams: z.number().int().positive().default(65_536),
+}).prefault({});
+
+export const outsideSchema = z.strictObject({
+  listen: hostPort,
+  insides: z.array(z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -'),
+    key: key.optional(),
+    key_file: z.string().optional(),
+  }).refine((v) => !!v.key !== !!v.key_file, 'give exactly one of key or key_file')).min(1),
+  allow: z.strictObject({
+    hosts: z.array(z.string()).default(['127.0.0.1']),
+    ports: z.array(portRange).default(['1024-65535']),
+    from: z.array(cidr).default(['0.0.0.0/0', '::/0']),
+  }).prefault({}),
+  limits,
+  log_level: level,
+});
+
+export const insideSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -'),
+  key: key.optional(),
+  key_file: z.string().optional(),
+  outside: hostPort,
+  firewall: z.strictObject({
+    socks5: hostPort,
+    username: z.string().min(1).max(255).optional(),
+    password: z.string().max(255).optional(),
+  }).optional(),
+  services: z.array(z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+    listen: hostPort,
+    target: hostPort,
+    rules: z.string().optional(),
+  })).default([]),
+  rules_dir: z.string().default('rules'),
+  reconnect: z.strictObject({
+    min_ms: z.number().int().positive().default(500),
+    max_ms: z.number().int().positive().default(30_000),
+  }).prefault({}),
+  limits,
+  log_level: level,
+}).refine((v) => !!v.key !== !!v.key_file, { message: 'give exactly one of key or key_file', path: ['key'] });
+
+export type OutsideConfig = z.infer<typeof outsideSchema> & { file: string; keys: Map<string, Buffer> };
+export type InsideConfig = z.infer<typeof insideSchema> & { file: string; sharedKey: Buffer };
+
+export function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  let host = s.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host, port: Number(s.slice(i + 1)) };
+}
+
+export function joinHostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Parse YAML text against a schema; errors name file:line:column and the key. */
+export function parseConfigText<T extends z.ZodType>(schema: T, text: string, file: string): z.infer<T> {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  if (doc.errors.length) {
+    const e = doc.errors[0];
+    const pos = lc.linePos(e.pos[0]);
+    throw new ConfigError(`${file}:${pos.line}:${pos.col}: ${e.message.split('\n')[0]}`);
+  }
+  const r = schema.safeParse(doc.toJS() ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const path = issue.path as (string | number)[];
+  // Point at the deepest node that exists on the path (the key itself when it is there).
+  let line = 1;
+  let col = 1;
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) {
+      const pos = lc.linePos(node.range[0]);
+      line = pos.line;
+      col = pos.col;
+      break;
+    }
+  }
+  const where = path.length ? path.join('.') : '(top level)';
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') message = `unknown key ${(issue as { keys: string[] }).keys.map((k) => `'${k}'`).join(', ')}`;
+  throw new ConfigError(`${file}:${line}:${col}: ${where}: ${message}`);
+}
+
+export function readKey(spec: { key?: string; key_file?: string }, baseDir: string, file: string): Buffer {
+  let text: string;
+  if (spec.key) text = spec.key;
+  else {
+    const p = resolve(baseDir, spec.key_file!);
+    try {
+      text = readFileSync(p, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`${file}: cannot read key_file ${p}: ${(err as Error).message}`);
+    }
+  }
+  const buf = Buffer.from(text.trim(), 'base64');
+  if (buf.length < 16) throw new ConfigError(`${file}: key must be at least 16 bytes of base64 (make one with \`portside keygen\`)`);
+  return buf;
+}
+
+export function loadOutsideConfig(file: string, text = readFileSync(file, 'utf8')): OutsideConfig {
+  const c = parseConfigText(outsideSchema, text, file);
+  const keys = new Map<string, Buffer>();
+  for (const i of c.insides) {
+    if (keys.has(i.name)) throw new ConfigError(`${file}: inside relay '${i.name}' listed twice`);
+    keys.set(i.name, readKey(i, dirname(file), file));
+  }
+  return { ...c, file, keys };
+}
+
+export function loadInsideConfig(file: string, text = readFileSync(file, 'utf8')): InsideConfig {
+  const c = parseConfigText(insideSchema, text, file);
+  const seen = new Set<string>();
+  for (const s of c.services) {
+    if (seen.has(s.name)) throw new ConfigError(`${file}: service '${s.name}' defined twice`);
+    seen.add(s.name);
+  }
+  return { ...c, file, sharedKey: readKey(c, dirname(file), file), rules_dir: resolve(dirname(file), c.rules_dir) };
+}
+
+/** `portside check`: which kind of file is it? Decided by its keys. */
+export function detectConfigKind(text: string): 'inside' | 'outside' | 'unknown' {
+  const doc = parseDocument(text);
+  const js = doc.toJS();
+  if (js && typeof js === 'object') {
+    if ('insides' in js) return 'outside';
+    if ('outside' in js) return 'inside';
+  }
+  return 'unknown';
+}

@@ -1,0 +1,259 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { OutsideConfig } from '../config.js';
+import { joinHostPort } from '../config.js';
+import { AuthError, ErrorCode, PortsideError, ProtocolError, Result, resultName } from '../errors.js';
+import type { Logger } from '../log.js';
+import { FrameType, type Frame } from '../session/frame.js';
+import { NonceLog, OutsideTrial, deriveKeys } from '../session/handshake.js';
+import { decodeJson, encodeJson, initSchema, type InitAck, type InitData } from '../session/init.js';
+import type { Session } from '../session/session.js';
+import type { Stream } from '../session/stream.js';
+import { AllowList } from './allow.js';
+import { sessionOverSocket } from './link.js';
+import { pipeStream } from './pipe.js';
+import { channelBinding, serverOptions } from './tls.js';
+
+/** One inside relay's live session at this outside relay. */
+export interface InsidePeer {
+  name: string;
+  session: Session;
+  socket: tls.TLSSocket;
+  init: InitData;
+  listeners: net.Server[];
+  log: Logger;
+}
+
+/**
+ * Hooks for dynamic ports (src/relay/dynamic.ts) to extend the outside relay without
+ * this file knowing about rules.
+ */
+export interface OutsideExtension {
+  /** The inside relay asked us to open a connection (outside-connect.req). */
+  onOutsideConnect?(peer: InsidePeer, stream: Stream): void;
+  /** Any control frame the core does not handle (e.g. outside-listen.req). */
+  onControl?(peer: InsidePeer, frame: Frame): void;
+  /** A service client connected and its stream is open. */
+  onServiceStream?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): boolean;
+  onPeerClosed?(peer: InsidePeer): void;
+}
+
+/** The outside relay (ESP): accepts sessions from inside relays and serves their services. */
+export class OutsideRelay {
+  private server: tls.Server | null = null;
+  readonly peers = new Map<string, InsidePeer>();
+  private pending = 0;
+  /** Sessions not yet authenticated, by remote address|port: call to stop their deadline. */
+  private readonly waiting = new Map<string, () => void>();
+  private readonly psk = new Map<string, Buffer>();
+  private readonly trialKeys = new Map<string, Buffer>();
+  private readonly nonces = new NonceLog();
+  readonly allow: AllowList;
+  extension: OutsideExtension = {};
+
+  constructor(readonly cfg: OutsideConfig, readonly log: Logger) {
+    for (const [name, key] of cfg.keys) {
+      const d = deriveKeys(key);
+      this.psk.set(name, d.psk);
+      this.trialKeys.set(name, d.trial);
+    }
+    this.allow = new AllowList(cfg.allow);
+  }
+
+  async start(): Promise<net.AddressInfo> {
+    const { host, port } = split(this.cfg.listen);
+    const server = tls.createServer({ ...serverOptions((id) => this.psk.get(id) ?? null), allowHalfOpen: false });
+    this.server = server;
+    server.on('connection', (raw: net.Socket) => this.onRawConnection(raw));
+    server.on('secureConnection', (s: tls.TLSSocket) => this.onSecure(s));
+    server.on('tlsClientError', (err: Error & { code?: string }, s: tls.TLSSocket) => {
+      const unknown = !(s as tls.TLSSocket & { pskIdentity?: string }).pskIdentity;
+      const code = /psk|decrypt|bad record mac|handshake failure/i.test(`${err.code} ${err.message}`) ? ErrorCode.AUTH_FAILED : ErrorCode.TLS;
+      this.log.warn({ event: 'session.rejected', code, remote: s.remoteAddress, reason: unknown ? 'unknown inside relay name or wrong key' : err.message }, 'TLS handshake failed');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    });
+    const addr = server.address() as net.AddressInfo;
+    this.log.info({ event: 'outside.listening', address: addr.address, port: addr.port }, 'outside relay listening for sessions');
+    return addr;
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.peers.values()) {
+      p.session.goAway(Result.SHUTDOWN, 'outside relay shutting down');
+      p.socket.end();
+      this.closePeer(p);
+    }
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  /** Unauthenticated peers: a cap on how many may wait, and a short deadline. */
+  private onRawConnection(raw: net.Socket): void {
+    if (this.pending >= this.cfg.limits.max_pending_handshakes) {
+      this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_LIMIT, remote: raw.remoteAddress }, 'too many sessions waiting to authenticate');
+      raw.destroy();
+      return;
+    }
+    this.pending++;
+    let counted = true;
+    const release = () => { if (counted) { counted = false; this.pending--; } };
+    const timer = setTimeout(() => {
+      this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_TIMEOUT, remote: raw.remoteAddress }, 'peer did not authenticate in time');
+      raw.destroy();
+    }, this.cfg.limits.handshake_timeout_ms);
+    const key = `${raw.remoteAddress}|${raw.remotePort}`;
+    this.waiting.set(key, () => { clearTimeout(timer); release(); this.waiting.delete(key); });
+    raw.on('close', () => { clearTimeout(timer); release(); this.waiting.delete(key); });
+  }
+
+  private onSecure(socket: tls.TLSSocket): void {
+    const name = (socket as tls.TLSSocket & { pskIdentity?: string }).pskIdentity!;
+    const done = () => this.waiting.get(`${socket.remoteAddress}|${socket.remotePort}`)?.();
+    const log = this.log.child({ inside: name, remote: joinHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0) });
+    const trial = new OutsideTrial(this.trialKeys.get(name)!, channelBinding(socket), this.nonces);
+    let state: 'trial' | 'fin' | 'init' | 'open' = 'trial';
+    let peer: InsidePeer | null = null;
+
+    const session = sessionOverSocket(socket, {
+      role: 'outside',
+      maxStreams: this.cfg.limits.max_streams,
+      onControl: (f) => {
+        try {
+          if (state === 'open') {
+            if (f.type === FrameType.PING) return;
+            if (peer && this.extension.onControl) return this.extension.onControl(peer, f);
+            throw new ProtocolError(`unexpected ${f.type} frame`);
+          }
+          if (f.stream !== 0) throw new ProtocolError('handshake frames belong on stream 0');
+          if (state === 'trial' && f.type === FrameType.TRIAL_REQ) {
+            session.sendControl(FrameType.TRIAL_RSP, 0, trial.onRequest(f.payload));
+            state = 'fin';
+          } else if (state === 'fin' && f.type === FrameType.TRIAL_FIN) {
+            trial.onFinish(f.payload);
+            state = 'init';
+            log.info({ event: 'session.authenticated' }, 'trial exchange passed: inside relay authenticated');
+          } else if (state === 'init' && f.type === FrameType.INIT) {
+            const init = decodeJson(initSchema, f.payload, 'init data');
+            if (init.name !== name) throw new AuthError(`init data names '${init.name}' but the key is '${name}'`);
+            peer = { name, session, socket, init, listeners: [], log };
+            this.adopt(peer).then((ack) => {
+              if (session.closed) return;
+              session.established = true;
+              state = 'open';
+              done();
+              session.sendControl(FrameType.INIT_ACK, 0, encodeJson(ack));
+              log.info({ event: 'session.established', services: ack.services.filter((s) => s.ok).length }, 'session established');
+            }, (err) => abort(err));
+          } else {
+            throw new ProtocolError(`unexpected frame 0x${f.type.toString(16)} during ${state}`);
+          }
+        } catch (err) {
+          abort(err);
+        }
+      },
+      onStream: (stream) => {
+        if (stream.kind === 'outside-connect' && peer && this.extension.onOutsideConnect) this.extension.onOutsideConnect(peer, stream);
+        else session.answer(stream, Result.NOT_ALLOWED);
+      },
+      onClose: (err, remote) => {
+        const level = err ? 'warn' : 'info';
+        log[level]({ event: 'session.closed', code: err?.code, result: remote === null ? undefined : resultName(remote), reason: err?.message }, 'session closed');
+        if (peer) this.closePeer(peer);
+        socket.destroy();
+      },
+    }, { intervalMs: this.cfg.limits.keepalive_interval_ms, timeoutMs: this.cfg.limits.keepalive_timeout_ms });
+
+    const abort = (err: unknown) => {
+      const e = err instanceof PortsideError ? err : new ProtocolError(String(err));
+      log.warn({ event: 'session.rejected', code: e.code, reason: e.message }, 'session ended');
+      session.goAway(e.result, e.message);
+      socket.end();
+    };
+  }
+
+  /** Take over the peer's services: open a listener for each one our allow-list permits. */
+  private async adopt(peer: InsidePeer): Promise<InitAck> {
+    const old = this.peers.get(peer.name);
+    if (old) {
+      // The newest session wins: the old one is usually a dead link not yet timed out.
+      old.log.info({ event: 'session.replaced' }, 'a new session from the same inside relay replaces this one');
+      old.session.goAway(Result.SHUTDOWN, 'replaced by a newer session');
+      old.socket.destroy();
+      this.closePeer(old);
+    }
+    this.peers.set(peer.name, peer);
+    const ack: InitAck = { services: [] };
+    for (const svc of peer.init.services) {
+      const why = this.allow.listen(svc.listen.host, svc.listen.port);
+      if (why) {
+        peer.log.warn({ event: 'service.refused', service: svc.name, code: ErrorCode.NOT_ALLOWED, reason: why }, 'service not allowed here');
+        ack.services.push({ name: svc.name, ok: false, code: ErrorCode.NOT_ALLOWED, error: why });
+        continue;
+      }
+      try {
+        const srv = await this.listenService(peer, svc);
+        const a = srv.address() as net.AddressInfo;
+        peer.listeners.push(srv);
+        peer.log.info({ event: 'service.listening', service: svc.name, address: a.address, port: a.port, target: joinHostPort(svc.target.host, svc.target.port) }, 'service listening');
+        ack.services.push({ name: svc.name, ok: true, host: a.address, port: a.port });
+      } catch (err) {
+        const msg = (err as Error).message;
+        peer.log.warn({ event: 'service.refused', service: svc.name, code: ErrorCode.CONNECT_FAILED, reason: msg }, 'cannot listen for service');
+        ack.services.push({ name: svc.name, ok: false, code: ErrorCode.CONNECT_FAILED, error: msg });
+      }
+    }
+    return ack;
+  }
+
+  private listenService(peer: InsidePeer, svc: InitData['services'][number]): Promise<net.Server> {
+    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (sock) => this.onServiceClient(peer, svc, sock));
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(svc.listen.port, svc.listen.host, () => { srv.off('error', reject); resolve(srv); });
+    });
+  }
+
+  private onServiceClient(peer: InsidePeer, svc: InitData['services'][number], sock: net.Socket): void {
+    const client = joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0);
+    if (!this.allow.source(sock.remoteAddress)) {
+      peer.log.warn({ event: 'client.refused', service: svc.name, client, code: ErrorCode.NOT_ALLOWED }, 'client address not in allow.from');
+      sock.destroy();
+      return;
+    }
+    if (peer.session.closed) { sock.destroy(); return; }
+    // inside-connect.req (608): the inside relay connects to the server; we hold the client until it answers.
+    const stream = peer.session.open(svc.target.host, svc.target.port);
+    const log = peer.log.child({ stream: stream.id, service: svc.name, client });
+    log.debug({ event: 'stream.opening' }, 'inside-connect.req');
+    const early = () => stream.reset(Result.CANCELLED);
+    sock.on('close', early);
+    sock.on('error', () => {});
+    stream.onopen = (result) => {
+      sock.off('close', early);
+      if (result !== Result.OK) {
+        log.warn({ event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
+        sock.destroy();
+        return;
+      }
+      log.debug({ event: 'stream.opened' }, 'inside-connect.rsp OK');
+      if (this.extension.onServiceStream?.(peer, svc, stream, sock)) return;
+      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'));
+    };
+  }
+
+  private closePeer(peer: InsidePeer): void {
+    for (const l of peer.listeners) l.close();
+    peer.listeners = [];
+    if (this.peers.get(peer.name) === peer) this.peers.delete(peer.name);
+    this.extension.onPeerClosed?.(peer);
+  }
+}
+
+function split(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  let host = hp.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host, port: Number(hp.slice(i + 1)) };
+}

@@ -1,0 +1,61 @@
+import type { Socket } from 'node:net';
+import { Result, resultFromSocketError } from '../errors.js';
+import type { Stream } from '../session/stream.js';
+
+/**
+ * Carry one TCP connection over one stream, both ways, with backpressure:
+ * socket reads pause while the stream's window is shut; window is granted back
+ * only once the socket has taken the bytes. Half-close travels as FIN.
+ */
+export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: number, message: string) => void): void {
+  let ungranted = 0;
+  let done = false;
+  const finish = (result: number, message: string) => {
+    if (done) return;
+    done = true;
+    onDone?.(result, message);
+  };
+  sock.setNoDelay(true);
+
+  sock.on('data', (buf: Buffer) => {
+    if (!stream.write(buf)) sock.pause();
+  });
+  stream.ondrain = () => sock.resume();
+  let sawEnd = false;
+  sock.on('end', () => {
+    sawEnd = true;
+    stream.end();
+  });
+
+  stream.ondata = (buf) => {
+    if (sock.write(buf)) stream.consumed(buf.length);
+    else ungranted += buf.length;
+  };
+  sock.on('drain', () => {
+    if (ungranted) {
+      const n = ungranted;
+      ungranted = 0;
+      stream.consumed(n);
+    }
+  });
+  stream.onend = () => sock.end();
+  stream.onreset = (result, message) => {
+    finish(result, message);
+    if (!sock.destroyed) sock.resetAndDestroy();
+  };
+
+  sock.on('error', (err) => {
+    stream.reset(resultFromSocketError(err as NodeJS.ErrnoException));
+    finish(resultFromSocketError(err as NodeJS.ErrnoException), (err as Error).message);
+  });
+  sock.on('close', () => {
+    // Both halves ended cleanly: our FIN may still wait behind window-held data; let it go out.
+    if (sawEnd && stream.remoteEnded) finish(Result.OK, 'closed');
+    else if (stream.state !== 'closed') {
+      // The socket went away before both directions finished: tell the peer.
+      stream.reset(Result.CANCELLED);
+      finish(Result.CANCELLED, 'connection closed before both directions ended');
+    } else finish(stream.result, 'closed');
+  });
+  if (sock.isPaused()) sock.resume();
+}

@@ -1,0 +1,161 @@
+import { Result, resultName } from '../errors.js';
+import type { Session } from './session.js';
+
+export type StreamKind = 'inside-connect' | 'outside-connect';
+
+/**
+ * One carried connection on a session. The Session feeds it; the relay glue reads and writes it.
+ *
+ * Flow control (credit window, as in yamux): the sender may have at most `sendWindow` bytes
+ * in flight; the receiver grants more only as its consumer reports bytes delivered
+ * (`consumed`). So a stalled reader stalls only its own stream, and memory held for a
+ * stream is bounded by its window.
+ */
+export class Stream {
+  /** Remote peer opened it and we have not answered yet / we opened it and wait for the answer. */
+  state: 'opening' | 'open' | 'closed' = 'opening';
+  sendWindow: number;
+  recvWindow: number;
+  /** Bytes delivered to our consumer, not yet granted back to the sender. */
+  private ungranted = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private finQueued = false;
+  localEnded = false;
+  remoteEnded = false;
+  /** Bytes after the address in the open request (e.g. the data connection's expected peer). */
+  extra: Buffer | undefined;
+  /** Set once the stream ended; `result` says how. */
+  result: number = Result.OK;
+
+  ondata: ((buf: Buffer) => void) | null = null;
+  onend: (() => void) | null = null;
+  /** The peer (or the session's end) reset the stream. */
+  onreset: ((result: number, message: string) => void) | null = null;
+  /** The window reopened after write() returned false. */
+  ondrain: (() => void) | null = null;
+  /** For the opener: the peer's answer. */
+  onopen: ((result: number) => void) | null = null;
+
+  constructor(
+    readonly session: Session,
+    readonly id: number,
+    readonly kind: StreamKind,
+    readonly host: string,
+    readonly port: number,
+    window: number,
+  ) {
+    this.sendWindow = window;
+    this.recvWindow = window;
+  }
+
+  /** Queue application data. Returns false when the caller should stop reading its source until ondrain. */
+  write(buf: Buffer): boolean {
+    if (this.state === 'closed' || this.localEnded) return false;
+    if (this.pendingBytes > 0 || this.state !== 'open' || this.sendWindow === 0) {
+      this.pending.push(buf);
+      this.pendingBytes += buf.length;
+      return false;
+    }
+    const rest = this.session._sendData(this, buf);
+    if (rest) {
+      this.pending.push(rest);
+      this.pendingBytes += rest.length;
+      return false;
+    }
+    return !this.session.blocked;
+  }
+
+  /** Half-close: no more data from us; the peer still may send. */
+  end(): void {
+    if (this.state === 'closed' || this.localEnded || this.finQueued) return;
+    this.finQueued = true;
+    if (this.pendingBytes === 0 && this.state === 'open') this.sendFin();
+  }
+
+  /** Abort the stream in both directions, telling the peer why. */
+  reset(result: number = Result.CANCELLED): void {
+    if (this.state === 'closed') return;
+    this.session._sendReset(this, result);
+    this.close(result);
+  }
+
+  /** Our consumer delivered n bytes: grant the sender as much new window. */
+  consumed(n: number): void {
+    if (this.state === 'closed' || this.remoteEnded) return;
+    this.ungranted += n;
+    // Batch grants: one WINDOW_UPDATE per quarter window keeps control traffic small.
+    if (this.ungranted >= this.session.windowSize >>> 2) {
+      this.recvWindow += this.ungranted;
+      this.session._sendWindowUpdate(this, this.ungranted);
+      this.ungranted = 0;
+    }
+  }
+
+  get bufferedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  // ---- called by Session ----
+
+  /** @internal */ _opened(result: number): void {
+    if (result === Result.OK) {
+      this.state = 'open';
+      this.onopen?.(result);
+      this._flush();
+    } else {
+      this.close(result);
+    }
+  }
+
+  /** @internal */ _grant(n: number): void {
+    this.sendWindow += n;
+    this._flush();
+  }
+
+  /** @internal send what the window and transport allow from the pending queue. */
+  _flush(): void {
+    if (this.state !== 'open') return;
+    while (this.pendingBytes > 0 && this.sendWindow > 0) {
+      const head = this.pending[0];
+      const rest = this.session._sendData(this, head);
+      if (rest) {
+        this.pendingBytes -= head.length - rest.length;
+        this.pending[0] = rest;
+        break;
+      }
+      this.pending.shift();
+      this.pendingBytes -= head.length;
+    }
+    if (this.pendingBytes === 0) {
+      if (this.finQueued && !this.localEnded) this.sendFin();
+      else if (!this.session.blocked) this.ondrain?.();
+    }
+  }
+
+  private sendFin(): void {
+    this.localEnded = true;
+    this.session._sendFin(this);
+    if (this.remoteEnded) this.close(Result.OK);
+  }
+
+  /** @internal */ _remoteEnd(): void {
+    this.remoteEnded = true;
+    this.onend?.();
+    if (this.localEnded) this.close(Result.OK);
+  }
+
+  /** @internal */ close(result: number, message?: string): void {
+    if (this.state === 'closed') return;
+    const wasOpening = this.state === 'opening';
+    this.state = 'closed';
+    this.result = result;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.session._forget(this);
+    if (result !== Result.OK) {
+      if (wasOpening && this.onopen) this.onopen(result);
+      else this.onreset?.(result, message ?? resultName(result));
+    }
+  }
+}
