@@ -230,7 +230,7 @@ async function measurePath(path, targetPort, tmp) {
   } finally {
     await lg.stop();
     try { await setup?.teardown?.(); } catch (e) { log(`${path.name} teardown: ${e.message}`); }
-    for (const pid of started) await proc.stop(pid);
+    for (const pid of [...started].reverse()) await proc.stop(pid); // last started (e.g. inside relay) first
     const left = started.flatMap((p) => proc.tree(p));
     if (left.length) log(`${path.name}: processes still alive after teardown: ${left.join(' ')}`);
   }
@@ -252,7 +252,7 @@ const METRICS = [
   { title: 'Sequential connections per second (connect, 1-byte echo, close)', unit: 'conn/s', better: 'higher', get: (r) => r.metrics.cps?.rate, err: 'cps', fmt: (v) => v.toFixed(0) },
   { title: 'Idle memory per carried connection (RSS of the relay processes)', unit: 'KiB/conn', better: 'lower', get: (r) => (r.metrics.idle?.bytesPerConn == null ? undefined : r.metrics.idle.bytesPerConn / 1024), err: 'idle', fmt: (v) => v.toFixed(2), none: 'no relay', extra: (r) => r.metrics.idle ? `${r.metrics.idle.stillOpen} conns${r.metrics.idle.note ? '; ' + r.metrics.idle.note : ''}` : '' },
   { title: '8 streams, aggregate', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.multi?.cleanGbps, err: 'multi', fmt: (v) => v.toFixed(2) },
-  { title: '8 streams beside a 9th with a stalled reader, aggregate of the 8', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.multi?.stalledGbps, err: 'multi', fmt: (v) => v.toFixed(2), extra: (r) => r.metrics.multi ? `${(r.metrics.multi.stallCost * 100).toFixed(1)} % slower than without the stall` : '' },
+  { title: '8 streams beside a 9th with a stalled reader, aggregate of the 8', unit: 'Gbit/s', better: 'higher', get: (r) => r.metrics.multi?.stalledGbps, err: 'multi', fmt: (v) => v.toFixed(2), extra: (r) => r.metrics.multi ? `${fmtChange(-r.metrics.multi.stallCost)} vs the same 8 without the stall` : '' },
 ];
 
 function ratio(v, base) {
@@ -299,6 +299,7 @@ function renderMarkdown(results, meta) {
   return out.join('\n');
 }
 
+const fmtChange = (x) => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).toFixed(1)} %`;
 const oneLine = (s) => String(s).replace(/\s+/g, ' ').replace(/\|/g, '\\|').slice(0, 200);
 
 // ---------- main ----------

@@ -102,27 +102,49 @@ async function startPortside(ctx, firewall) {
     '',
   ].join('\n'));
 
-  let resolveReady;
-  let rejectReady;
-  const ready = new Promise((res, rej) => { resolveReady = res; rejectReady = rej; });
+  // The inside relay re-dials with backoff, so a dial failure is not fatal:
+  // remember the last problem for the timeout message instead.
+  let lastProblem = '';
+  const waiters = [];
+  const waitEvent = (name, match, who) => new Promise((resolve, reject) => {
+    waiters.push({ name, match, resolve, reject, who });
+  });
   const onLine = (who) => (line) => {
     let ev;
     try { ev = JSON.parse(line); } catch { return; }
-    if (ev.event === 'service.listening' && Number(ev.port) === servicePort) resolveReady();
-    else if (ev.event === 'session.dial_failed' || (ev.code && /^PS_ERR_/.test(ev.code) && ev.level >= 50)) {
-      rejectReady(new Error(`${who}: ${ev.event ?? 'error'} ${ev.code ?? ''} ${ev.msg ?? ''}`.trim()));
+    for (const w of waiters) if (ev.event === w.name && w.match(ev)) w.resolve(ev);
+    if (ev.event === 'session.dial_failed' || (ev.code && ev.level >= 50)) {
+      lastProblem = `${who}: ${ev.event ?? 'error'} ${ev.code ?? ''} ${ev.msg ?? ''}`.trim();
     }
   };
+  const exited = (who, c) => new Promise((_, reject) => c.on('exit', (code) => reject(new Error(
+    `portside ${who} exited with code ${code}${lastProblem ? ` (${lastProblem})` : ''}; see ${ctx.logPath(who)}`))));
+  const within = (p, ms, what) => {
+    let timer;
+    return Promise.race([p, new Promise((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`no ${what} event within ${ms / 1000} s${lastProblem ? ` (last: ${lastProblem})` : ''}`)), ms);
+    })]).finally(() => clearTimeout(timer));
+  };
   const outside = ctx.start(process.execPath, [cli, 'outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
+  const outsideDied = exited('outside', outside);
+  outsideDied.catch(() => {});
+  const infoLogged = ['trace', 'debug', 'info'].includes(lvl);
+  await within(Promise.race([
+    infoLogged
+      ? waitEvent('outside.listening', (ev) => Number(ev.port) === outsidePort)
+      : waitPort(outsidePort, { child: outside, timeoutMs: 20000 }), // the log level hides the event
+    outsideDied,
+  ]), 20000, 'outside.listening');
   const inside = ctx.start(process.execPath, [cli, 'inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
-  for (const [who, c] of [['outside', outside], ['inside', inside]]) {
-    c.on('exit', (code) => rejectReady(new Error(`portside ${who} exited with code ${code} (see ${ctx.logPath(who)})`)));
-  }
-  let timer;
-  await Promise.race([
-    ready,
-    new Promise((_, rej) => { timer = setTimeout(() => rej(new Error('no service.listening event within 20 s')), 20000); }),
-  ]).finally(() => clearTimeout(timer));
+  const insideDied = exited('inside', inside);
+  insideDied.catch(() => {});
+  await within(Promise.race([
+    infoLogged
+      ? waitEvent('service.listening', (ev) => Number(ev.port) === servicePort)
+      : waitPort(servicePort, { timeoutMs: 20000 }),
+    outsideDied,
+    insideDied,
+  ]), 20000, 'service.listening');
   return { port: servicePort, pids: [outside.pid, inside.pid] };
 }
 

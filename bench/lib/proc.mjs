@@ -34,8 +34,13 @@ export function tree(pid) {
   return [...seen].filter(alive);
 }
 
+/** Running (a zombie waiting to be reaped counts as gone). */
 export function alive(pid) {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try { process.kill(pid, 0); } catch { return false; }
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s[s.lastIndexOf(')') + 2] !== 'Z';
+  } catch { return false; }
 }
 
 /** CPU seconds (utime+stime, all threads) of one process; 0 if gone. */
@@ -122,6 +127,8 @@ export async function stop(pid, ms = 2000) {
   while (Date.now() - t0 < ms && all.some(alive)) await new Promise((r) => setTimeout(r, 25));
   for (const p of all) if (alive(p)) { try { process.kill(p, 'SIGKILL'); } catch {} }
   try { process.kill(-pid, 'SIGKILL'); } catch {}
+  const t1 = Date.now();
+  while (Date.now() - t1 < 1000 && all.some(alive)) await new Promise((r) => setTimeout(r, 25));
   tracked.delete(pid);
 }
 
