@@ -106,7 +106,7 @@ export class Inspector {
     const n = chunk.length;
     let run = 0; // start of the pass-through run not yet emitted
     const flush = (to: number) => {
-      if (to > run) items.push({ kind: 'data', buf: chunk.subarray(run, to) });
+      if (to > run) items.push({ kind: 'data', buf: run === 0 && to === n ? chunk : chunk.subarray(run, to) });
       run = to;
     };
     let pos = 0;
