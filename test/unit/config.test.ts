@@ -1,0 +1,167 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { detectConfigKind, loadInsideConfig, loadOutsideConfig, splitHostPort, joinHostPort } from '../../src/config.js';
+import { ConfigError, ErrorCode } from '../../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'portside-config-'));
+const KEY = Buffer.alloc(32, 7).toString('base64');
+writeFileSync(join(dir, 'branch-a.key'), KEY + '\n', { mode: 0o600 });
+
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+/** Load and return the ConfigError (fails the test if the file loads). */
+function refuse(kind: 'inside' | 'outside', name: string, text: string): ConfigError {
+  const p = file(name, text);
+  try {
+    (kind === 'inside' ? loadInsideConfig : loadOutsideConfig)(p);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    expect((e as ConfigError).code).toBe(ErrorCode.CONFIG);
+    expect((e as Error).message.startsWith(p)).toBe(true); // names the file
+    return e as ConfigError;
+  }
+  throw new Error(`${name} was accepted`);
+}
+
+const GOOD_OUTSIDE = `listen: 127.0.0.1:7000            # sessions from inside relays
+insides:
+  - name: branch-a
+    key_file: branch-a.key
+  - name: branch-b
+    key: ${Buffer.alloc(16, 1).toString('base64')}
+allow:
+  hosts: [127.0.0.1]
+  ports: ["10000-60000", 8080]
+  from: ["127.0.0.0/8", "::1"]
+log_level: info
+`;
+
+const GOOD_INSIDE = `name: branch-a
+key_file: branch-a.key
+outside: 127.0.0.1:7000
+firewall:
+  socks5: 127.0.0.1:1080
+  username: alice
+  password: secret
+services:
+  - name: web
+    listen: 127.0.0.1:18080
+    target: 127.0.0.1:8080
+  - name: ftp
+    listen: "[::1]:2121"
+    target: ftp.intranet.example:21
+    rules: ftp
+rules_dir: ./rules
+log_level: info
+`;
+
+describe('config: good files', () => {
+  it('an outside config parses, with keys read and defaults filled', () => {
+    const c = loadOutsideConfig(file('outside.yaml', GOOD_OUTSIDE));
+    expect(c.listen).toBe('127.0.0.1:7000');
+    expect([...c.keys.keys()]).toEqual(['branch-a', 'branch-b']);
+    expect(c.keys.get('branch-a')!.equals(Buffer.alloc(32, 7))).toBe(true);
+    expect(c.allow.ports).toEqual(['10000-60000', 8080]);
+    expect(c.limits).toEqual({
+      handshake_timeout_ms: 10_000, max_pending_handshakes: 64, keepalive_interval_ms: 15_000,
+      keepalive_timeout_ms: 45_000, connect_timeout_ms: 10_000, max_streams: 65_536,
+    });
+    expect(detectConfigKind(GOOD_OUTSIDE)).toBe('outside');
+  });
+
+  it('an inside config parses; rules_dir is resolved against the file', () => {
+    const c = loadInsideConfig(file('inside.yaml', GOOD_INSIDE));
+    expect(c.name).toBe('branch-a');
+    expect(c.sharedKey.equals(Buffer.alloc(32, 7))).toBe(true);
+    expect(c.firewall).toEqual({ socks5: '127.0.0.1:1080', username: 'alice', password: 'secret' });
+    expect(c.services.map((s) => s.name)).toEqual(['web', 'ftp']);
+    expect(c.rules_dir).toBe(join(dir, 'rules'));
+    expect(c.reconnect).toEqual({ min_ms: 500, max_ms: 30_000 });
+    expect(detectConfigKind(GOOD_INSIDE)).toBe('inside');
+  });
+
+  it('a minimal inside config without firewall or services is a direct line', () => {
+    const c = loadInsideConfig(file('min.yaml', `name: x\nkey: ${KEY}\noutside: relay.example:443\n`));
+    expect(c.firewall).toBeUndefined();
+    expect(c.services).toEqual([]);
+  });
+
+  it('HOST:PORT helpers handle IPv6 brackets', () => {
+    expect(splitHostPort('[::1]:2121')).toEqual({ host: '::1', port: 2121 });
+    expect(splitHostPort('a.b:80')).toEqual({ host: 'a.b', port: 80 });
+    expect(joinHostPort('::1', 5)).toBe('[::1]:5');
+    expect(joinHostPort('10.0.0.1', 5)).toBe('10.0.0.1:5');
+  });
+});
+
+describe('config: bad files name the file, line:column and key', () => {
+  it('an unknown nested key points at that key', () => {
+    const e = refuse('inside', 'nested-unknown.yaml', GOOD_INSIDE.replace('  username: alice', '  user: alice'));
+    expect(e.message).toMatch(/:6:3: firewall: unknown key 'user'/);
+  });
+
+  it('an unknown key in a list item points at that key', () => {
+    const e = refuse('outside', 'item-unknown.yaml', GOOD_OUTSIDE.replace('    key_file: branch-a.key', '    key_file: branch-a.key\n    colour: red'));
+    expect(e.message).toMatch(/:5:5: insides\.0: unknown key 'colour'/);
+  });
+
+  it('an unknown top-level key points at that key', () => {
+    const e = refuse('outside', 'top-unknown.yaml', GOOD_OUTSIDE + 'bogus: 1\n');
+    expect(e.message).toMatch(/:12:1: .*unknown key 'bogus'/);
+  });
+
+  it('a bad HOST:PORT points at the value', () => {
+    const e = refuse('outside', 'listen.yaml', GOOD_OUTSIDE.replace('listen: 127.0.0.1:7000', 'listen: 127.0.0.1'));
+    expect(e.message).toMatch(/:1:9: listen: expected HOST:PORT/);
+  });
+
+  it('an out-of-range port inside a service points at it', () => {
+    const e = refuse('inside', 'port.yaml', GOOD_INSIDE.replace('listen: 127.0.0.1:18080', 'listen: 127.0.0.1:99999'));
+    expect(e.message).toMatch(/:10:13: services\.0\.listen: port must be 0-65535/);
+  });
+
+  it('a missing required key is named', () => {
+    const e = refuse('inside', 'missing.yaml', GOOD_INSIDE.replace('outside: 127.0.0.1:7000\n', ''));
+    expect(e.message).toMatch(/:1:1: outside: /);
+  });
+
+  it('both key and key_file is refused, naming key', () => {
+    const e = refuse('inside', 'both.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', `key_file: branch-a.key\nkey: ${KEY}`));
+    expect(e.message).toMatch(/:3:6: key: give exactly one of key or key_file/);
+    const o = refuse('outside', 'both-out.yaml', GOOD_OUTSIDE.replace('    key_file: branch-a.key', `    key_file: branch-a.key\n    key: ${KEY}`));
+    expect(o.message).toMatch(/:3:5: insides\.0: give exactly one of key or key_file/);
+  });
+
+  it('neither key nor key_file is refused too', () => {
+    const e = refuse('inside', 'neither.yaml', GOOD_INSIDE.replace('key_file: branch-a.key\n', ''));
+    expect(e.message).toMatch(/key: give exactly one of key or key_file/);
+  });
+
+  it('YAML syntax errors give the line and column', () => {
+    const dup = refuse('inside', 'dup.yaml', GOOD_INSIDE.replace('log_level: info', 'log_level: info\nname: again'));
+    expect(dup.message).toMatch(/:18:1: Map keys must be unique/);
+    const indent = refuse('inside', 'indent.yaml', 'name: a\n  key: x\n');
+    expect(indent.message).toMatch(/:1:7: /);
+  });
+
+  it('a key that is not base64 of at least 16 bytes, or a missing key_file, is refused', () => {
+    expect(refuse('inside', 'short.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key: c2hvcnQ=')).message).toMatch(/at least 16 bytes/);
+    expect(refuse('inside', 'nokey.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key_file: nope.key')).message).toMatch(/cannot read key_file .*nope\.key/);
+  });
+
+  it('duplicate names are refused', () => {
+    expect(refuse('outside', 'dupname.yaml', GOOD_OUTSIDE.replace('name: branch-b', 'name: branch-a')).message).toMatch(/'branch-a' listed twice/);
+    expect(refuse('inside', 'dupsvc.yaml', GOOD_INSIDE.replace('name: ftp', 'name: web')).message).toMatch(/service 'web' defined twice/);
+  });
+
+  it('a bad log level and a bad CIDR are refused naming the key', () => {
+    expect(refuse('inside', 'level.yaml', GOOD_INSIDE.replace('log_level: info', 'log_level: loud')).message).toMatch(/:17:12: log_level: /);
+    expect(refuse('outside', 'cidr.yaml', GOOD_OUTSIDE.replace('"::1"', '"not a net"')).message).toMatch(/:10:25: allow\.from\.1: expected an address or network in CIDR form/);
+  });
+});
