@@ -33,7 +33,9 @@ export interface OutsideExtension {
   onOutsideConnect?(peer: InsidePeer, stream: Stream): void;
   /** Any control frame the core does not handle (e.g. outside-listen.req). */
   onControl?(peer: InsidePeer, frame: Frame): void;
-  /** A service client connected and its stream is open. */
+  /** A service client connected; its stream is being opened. */
+  onServiceClient?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): void;
+  /** A service client's stream is open; return true to take over piping it. */
   onServiceStream?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): boolean;
   onPeerClosed?(peer: InsidePeer): void;
 }
@@ -224,7 +226,9 @@ export class OutsideRelay {
     }
     if (peer.session.closed) { sock.destroy(); return; }
     // inside-connect.req (608): the inside relay connects to the server; we hold the client until it answers.
-    const stream = peer.session.open(svc.target.host, svc.target.port);
+    // The client's address travels with the request so the inside relay can check notices against it.
+    const stream = peer.session.open(svc.target.host, svc.target.port, Buffer.from(JSON.stringify({ client: sock.remoteAddress })));
+    this.extension.onServiceClient?.(peer, svc, stream, sock);
     const log = peer.log.child({ stream: stream.id, service: svc.name, client });
     log.debug({ event: 'stream.opening' }, 'inside-connect.req');
     const early = () => stream.reset(Result.CANCELLED);

@@ -7,7 +7,7 @@ import type { Stream } from '../session/stream.js';
  * socket reads pause while the stream's window is shut; window is granted back
  * only once the socket has taken the bytes. Half-close travels as FIN.
  */
-export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: number, message: string) => void): void {
+export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: number, message: string) => void, held?: HeldData): void {
   let ungranted = 0;
   let done = false;
   const finish = (result: number, message: string) => {
@@ -57,5 +57,23 @@ export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: numbe
       finish(Result.CANCELLED, 'connection closed before both directions ended');
     } else finish(stream.result, 'closed');
   });
+  if (held) {
+    // pipeStream has replaced the holding handlers; replay what arrived before.
+    for (const b of held.bufs) stream.ondata(b);
+    if (held.ended) sock.end();
+  }
   if (sock.isPaused()) sock.resume();
+}
+
+export interface HeldData { bufs: Buffer[]; ended: boolean }
+
+/**
+ * Keep what a stream delivers before its socket exists (a data connection whose far end
+ * has not connected yet). Bounded by the stream's window: nothing is granted until piped.
+ */
+export function holdStream(stream: Stream): HeldData {
+  const held: HeldData = { bufs: [], ended: false };
+  stream.ondata = (b) => held.bufs.push(b);
+  stream.onend = () => { held.ended = true; };
+  return held;
 }
