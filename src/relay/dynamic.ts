@@ -275,7 +275,8 @@ class InsideControl {
     let settled = false;
     const settle = () => { if (!settled) { settled = true; this.pending--; } };
     const srv = await listenOnce(local, (conn) => {
-      if (!sameHost(conn.remoteAddress, serverAddr)) {
+      // accept-from any (IRC DCC): the peer is another intranet client, not the server.
+      if (n.acceptFrom !== 'any' && !sameHost(conn.remoteAddress, serverAddr)) {
         this.log.warn({ event: 'data.refused', code: ErrorCode.NOT_ALLOWED, peer: conn.remoteAddress }, 'data connection from an unexpected peer');
         conn.destroy();
         return;
@@ -283,7 +284,7 @@ class InsideControl {
       clearTimeout(timer);
       srv.close();
       settle();
-      this.log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: data.id }, 'server connected to the rewritten address');
+      this.log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: data.id, accept_from: n.acceptFrom }, 'peer connected to the rewritten address');
       pipeStream(data, conn, undefined, held);
     });
     const timer = setTimeout(() => {

@@ -178,12 +178,15 @@ export function ruleSetFromInit(json: unknown): RuleSet {
     else if (isObj(m) && m.kind === 'regex' && typeof m.source === 'string' && (m.flags === '' || m.flags === 'i')) match = { kind: 'regex', source: m.source, flags: m.flags };
     else return bad(`notice ${n.name}: match`);
     if (typeof n.bounceCheck !== 'boolean') return bad(`notice ${n.name}: bounceCheck`);
+    // Absent = 'server' (init data from a relay that predates accept-from).
+    const acceptFrom = n.acceptFrom ?? 'server';
+    if ((acceptFrom !== 'server' && acceptFrom !== 'any') || (acceptFrom === 'any' && n.action !== 'connect-back')) return bad(`notice ${n.name}: acceptFrom`);
     const r = n.refuse;
     if (!isObj(r) || (r.reply !== undefined && typeof r.reply !== 'string') || (r.replace !== undefined && typeof r.replace !== 'string')) return bad(`notice ${n.name}: refuse`);
     const refuse: NoticeSpec['refuse'] = {};
     if (typeof r.reply === 'string') refuse.reply = r.reply;
     if (typeof r.replace === 'string') refuse.replace = r.replace;
-    return { name: n.name, direction: n.direction, action: n.action as NoticeSpec['action'], format: n.format, match, bounceCheck: n.bounceCheck, refuse };
+    return { name: n.name, direction: n.direction, action: n.action as NoticeSpec['action'], format: n.format, match, bounceCheck: n.bounceCheck, acceptFrom, refuse };
   });
   const spec: RuleSetSpec = {
     version: 1,

@@ -9,7 +9,7 @@
 import { ErrorCode, PortsideError, Result, type ErrorCodeName } from '../errors.js';
 import { parseAddress, renderAddress, type FormatName } from './formats.js';
 import { canonicalIp } from './ip.js';
-import type { Action, Direction, NoticeRule, RuleSet } from './types.js';
+import type { AcceptFrom, Action, Direction, NoticeRule, RuleSet } from './types.js';
 
 /** What the relay may send when it refuses a notice (from the rule's `refuse` lines). */
 export interface Refusal {
@@ -32,6 +32,8 @@ export interface Notice {
   family: 0 | 4 | 6;
   /** Whether checkBounce applies (the rule's bounce-check, defaulting to the policy's). */
   bounceCheck: boolean;
+  /** connect-back: who may open the data connection ('server' or 'any' intranet host). */
+  acceptFrom: AcceptFrom;
   refusal: Refusal;
   /**
    * Build the replacement line with a new address, keeping the original line's other text and
@@ -256,6 +258,7 @@ export class Inspector {
         port: parsed.port,
         family: parsed.family,
         bounceCheck: rule.bounceCheck,
+        acceptFrom: rule.acceptFrom,
         refusal,
         rewrite(host: string, port: number): Buffer {
           const text = content.slice(0, a0) + renderAddress(format, addrText, host, port) + content.slice(a1);

@@ -6,7 +6,7 @@ import { RulesSyntaxError } from '../errors.js';
 import { CompileProblem, compileNotice, compileRuleSet, DEFAULT_POLICY, LIMITS } from './compile.js';
 import { FORMAT_NAMES, isFormatName, type FormatName } from './formats.js';
 import { canonicalIp } from './ip.js';
-import type { Action, Direction, MatchSpec, NoticeSpec, PolicySpec, RuleSet, RuleSetSpec } from './types.js';
+import type { AcceptFrom, Action, Direction, MatchSpec, NoticeSpec, PolicySpec, RuleSet, RuleSetSpec } from './types.js';
 
 type TokType = 'word' | 'string' | 'regex' | '{' | '}' | '=' | 'eos' | 'eof';
 interface Token {
@@ -117,7 +117,7 @@ function tokenize(text: string, file: string): Token[] {
 }
 
 const POLICY_KEYS = ['max-line', 'on-long-line', 'accept-timeout', 'max-pending', 'bounce-check', 'inspect-data'] as const;
-const NOTICE_KEYS = ['direction', 'match', 'format', 'action', 'bounce-check', 'refuse'] as const;
+const NOTICE_KEYS = ['direction', 'match', 'format', 'action', 'bounce-check', 'accept-from', 'refuse'] as const;
 const TOP_KEYS = ['protocol', 'initial', 'policy', 'ISP', 'ESP'] as const;
 
 class Parser {
@@ -327,6 +327,8 @@ class Parser {
     let match: MatchSpec | null = null;
     let matchTok: Token | null = null;
     let bounce: boolean | undefined;
+    let acceptFrom: AcceptFrom = 'server';
+    let acceptTok: Token | null = null;
     const refuse: NoticeSpec['refuse'] = {};
     const seen = new Map<string, Token>();
     this.block(open, `notice ${name}`, (k) => {
@@ -364,6 +366,13 @@ class Parser {
           break;
         }
         case 'bounce-check': bounce = this.onOff('bounce-check'); break;
+        case 'accept-from': {
+          const v = this.word('server or any after accept-from');
+          if (v.value !== 'server' && v.value !== 'any') this.fail(v, `expected server or any after accept-from, found '${v.value}'`);
+          acceptFrom = v.value as AcceptFrom;
+          acceptTok = v;
+          break;
+        }
         case 'match': {
           let nocase = false;
           let t = this.next();
@@ -384,7 +393,9 @@ class Parser {
       this.fail(actionTok!, `action ${action} does not fit direction ${direction === 'c2s' ? 'client-to-server' : 'server-to-client'}: ` +
         'a client-to-server notice announces a listener on the client side (connect-back); a server-to-client one, a listener on the server side (listen-outside)');
     }
-    const spec: NoticeSpec = { name, direction: direction!, action: action!, format: format!, match: match!, bounceCheck: true, refuse };
+    // The outside relay's passive listener always takes only the control connection's client.
+    if (acceptTok && action !== 'connect-back') this.fail(acceptTok, `accept-from applies to connect-back notices only (notice ${name} is ${action})`);
+    const spec: NoticeSpec = { name, direction: direction!, action: action!, format: format!, match: match!, bounceCheck: true, acceptFrom, refuse };
     // Compile now so a bad template or regex is reported at its own position.
     try {
       compileNotice(spec);

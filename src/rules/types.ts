@@ -4,6 +4,8 @@ import type { FormatName } from './formats.js';
 export type Direction = 'c2s' | 's2c';
 export type Action = 'connect-back' | 'listen-outside';
 export type OnLongLine = 'reset' | 'pass';
+/** Who may open a connect-back data connection at the inside relay: the server only, or any intranet host. */
+export type AcceptFrom = 'server' | 'any';
 
 export interface PolicySpec {
   /** Longest line (bytes, line ending included) the inspector holds while it could be a notice. */
@@ -32,6 +34,12 @@ export interface NoticeSpec {
   /** Template and regex text are "byte strings": one char per byte (latin1). */
   match: MatchSpec;
   bounceCheck: boolean;
+  /**
+   * connect-back only: 'server' = the data connection must come from the control connection's server
+   * address (FTP); 'any' = from any host that reaches the inside relay's listener (IRC DCC: the peer is
+   * another client the server relayed the offer to). Still single-use and within accept-timeout.
+   */
+  acceptFrom: AcceptFrom;
   /** Latin1 byte strings sent when a notice is refused: back to its sender / onward instead of it. */
   refuse: { reply?: string; replace?: string };
 }
