@@ -16,7 +16,7 @@ import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
 import { attachDynamicInside, attachDynamicOutside } from './relay/dynamic.js';
 import { createSocks5Server } from './socks5/server.js';
-import { runFtpDemo } from './demo-ftp.js';
+import { runFtpDemo, startDemoFtpServer } from './demo-ftp.js';
 
 const color = process.stdout.isTTY ? (c: number, s: string) => `\x1b[${c}m${s}\x1b[0m` : (_c: number, s: string) => s;
 const t0 = Date.now();
@@ -90,9 +90,12 @@ async function main(): Promise<void> {
   const fwPort = await listen(firewall);
   say('firewall', `SOCKS5 circuit gateway on 127.0.0.1:${fwPort} (the only way out of the intranet)`);
 
-  const probe = net.createServer();
-  const servicePort = await listen(probe);
-  probe.close();
+  const ftp = await startDemoFtpServer();
+  say('server', `intranet FTP server on 127.0.0.1:${ftp.port}`);
+
+  const freePort = async () => { const p = net.createServer(); const n = await listen(p); p.close(); return n; };
+  const servicePort = await freePort();
+  const ftpServicePort = await freePort();
 
   const outsideCfg: OutsideConfig = {
     file: 'demo', listen: '127.0.0.1:0', insides: [{ name: 'branch-a', key: 'x' }], keys: new Map([['branch-a', key]]),
@@ -107,8 +110,11 @@ async function main(): Promise<void> {
   const insideCfg: InsideConfig = {
     file: 'demo', name: 'branch-a', sharedKey: key, key: 'x', outside: `127.0.0.1:${addr.port}`,
     firewall: { socks5: `127.0.0.1:${fwPort}` },
-    services: [{ name: 'hash', listen: `127.0.0.1:${servicePort}`, target: `127.0.0.1:${serverPort}` }],
-    rules_dir: 'rules', reconnect: { min_ms: 500, max_ms: 5000 },
+    services: [
+      { name: 'hash', listen: `127.0.0.1:${servicePort}`, target: `127.0.0.1:${serverPort}` },
+      { name: 'ftp', listen: `127.0.0.1:${ftpServicePort}`, target: `127.0.0.1:${ftp.port}`, rules: 'ftp' },
+    ],
+    rules_dir: new URL('../rules', import.meta.url).pathname, reconnect: { min_ms: 500, max_ms: 5000 },
     limits: outsideCfg.limits, log_level: 'debug',
   };
   const inside = new InsideRelay(insideCfg, createLogger('debug', 'inside', narrator('inside')));
@@ -133,7 +139,8 @@ async function main(): Promise<void> {
   say('client', got === want ? `reply matches: SHA-256 ${want.slice(0, 16)}… (half-close carried end to end)` : `MISMATCH: ${got} != ${want}`);
   if (got !== want) process.exitCode = 1;
 
-  await runFtpDemo(inside, outside).catch((err) => {
+  process.stdout.write('\nFTP through the same session: the inside relay watches the control connection for dynamic port notices\n');
+  await runFtpDemo(ftpServicePort, ftp.root).catch((err) => {
     say('client', `FTP demo failed: ${(err as Error).message}`);
     process.exitCode = 1;
   });
@@ -142,6 +149,7 @@ async function main(): Promise<void> {
   await outside.stop();
   server.close();
   firewall.close();
+  ftp.close();
   process.stdout.write(process.exitCode ? '\ndemo FAILED\n' : '\ndemo finished: every step above crossed the firewall through one encrypted session.\n');
   setTimeout(() => process.exit(), 300).unref();
 }

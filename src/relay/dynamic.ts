@@ -128,6 +128,7 @@ class InsideControl {
   private s2c: InspectItem[] = [];
   private s2cBusy = false;
   private s2cEnded = false;
+  private serverEnded = false;
   private dead = false;
 
   constructor(
@@ -164,6 +165,7 @@ class InsideControl {
       this.pumpS2C();
     });
     sock.on('end', () => {
+      this.serverEnded = true;
       this.s2c.push(...this.inspector.flush('s2c'));
       this.s2cEnded = true;
       this.pumpS2C();
@@ -171,7 +173,10 @@ class InsideControl {
     stream.ondrain = () => this.pumpS2C();
     stream.onreset = (result) => this.kill(result, 'stream reset');
     sock.on('error', (err: NodeJS.ErrnoException) => this.kill(resultFromSocketError(err), err.message));
-    sock.on('close', () => { if (!(this.s2cEnded && stream.remoteEnded)) this.kill(Result.CANCELLED, 'server connection closed'); });
+    sock.on('close', () => {
+      if (this.serverEnded && stream.remoteEnded) this.log.debug({ event: 'stream.closed', result: 'OK' }, 'control connection closed');
+      else this.kill(Result.CANCELLED, 'server connection closed');
+    });
     if (sock.isPaused()) sock.resume();
   }
 

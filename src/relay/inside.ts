@@ -100,8 +100,9 @@ export class InsideRelay extends EventEmitter {
         maxStreams: this.cfg.limits.max_streams,
         onControl: (f) => {
           try {
+            // Keep-alive answers may arrive in any state, also during the trial exchange.
+            if (f.type === FrameType.PING) return;
             if (state === 'open') {
-              if (f.type === FrameType.PING) return;
               if (this.extension.onControl) return this.extension.onControl(session, f);
               throw new ProtocolError(`unexpected frame 0x${f.type.toString(16)}`);
             }

@@ -123,8 +123,9 @@ export class OutsideRelay {
       maxStreams: this.cfg.limits.max_streams,
       onControl: (f) => {
         try {
+          // Keep-alive answers may arrive in any state, also during the trial exchange.
+          if (f.type === FrameType.PING) return;
           if (state === 'open') {
-            if (f.type === FrameType.PING) return;
             if (peer && this.extension.onControl) return this.extension.onControl(peer, f);
             throw new ProtocolError(`unexpected ${f.type} frame`);
           }
