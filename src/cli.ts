@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { detectConfigKind, loadInsideConfig, loadOutsideConfig } from './config.js';
 import { PortsideError } from './errors.js';
 import { createLogger } from './log.js';
+import { parseRules } from './rules/index.js';
 import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
 import { attachDynamicInside, attachDynamicOutside, checkRulesFiles } from './relay/dynamic.js';
@@ -55,9 +56,16 @@ program
 
 program
   .command('check')
-  .description('validate a config file (and the rules files it names) without starting anything')
-  .requiredOption('-c, --config <file>', 'config file to check')
-  .action((o: { config: string }) => {
+  .description('validate a config file (and the rules files it names), or rules files, without starting anything')
+  .option('-c, --config <file>', 'config file to check')
+  .option('-r, --rules <files...>', 'rules files to check')
+  .action((o: { config?: string; rules?: string[] }) => {
+    if (!o.config && !o.rules) throw new PortsideError('PS_ERR_CONFIG', 'give --config FILE and/or --rules FILE...');
+    for (const f of o.rules ?? []) {
+      const r = parseRules(readFileSync(f, 'utf8'), f);
+      process.stdout.write(`${f}: ok (rules '${r.name}', ${r.notices.length} notices)\n`);
+    }
+    if (!o.config) return;
     const kind = detectConfigKind(readFileSync(o.config, 'utf8'));
     if (kind === 'outside') loadOutsideConfig(o.config);
     else if (kind === 'inside') {

@@ -328,6 +328,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
   /** Control connections of services with rules, per peer, by stream id. */
   const controls = new WeakMap<InsidePeer, Map<number, ControlInfo>>();
   const listeners = new WeakMap<InsidePeer, Set<net.Server>>();
+  const compiled = new WeakMap<object, RuleSet>();
   const of = <T>(m: WeakMap<InsidePeer, T>, p: InsidePeer, make: () => T): T => {
     let v = m.get(p);
     if (!v) { v = make(); m.set(p, v); }
@@ -340,6 +341,51 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
       const map = of(controls, peer, () => new Map<number, ControlInfo>());
       map.set(stream.id, { client: sock.remoteAddress!, local: sock.localAddress! });
       sock.once('close', () => map.delete(stream.id));
+    },
+
+    /** [0115]: the outside relay re-runs the client-to-server checks, so a bounce never reaches the inside. */
+    onServiceStream: (peer, svc, stream, sock) => {
+      const spec = svc.rules ? peer.init.rules[svc.rules] : undefined;
+      if (!spec) return false;
+      let rules = compiled.get(spec as object);
+      try {
+        if (!rules) compiled.set(spec as object, (rules = ruleSetFromInit(spec)));
+      } catch (err) {
+        peer.log.warn({ event: 'rules.invalid', code: (err as PortsideError).code, service: svc.name, reason: (err as Error).message }, 'rules in init data rejected');
+        stream.reset(Result.NOT_ALLOWED);
+        sock.destroy();
+        return true;
+      }
+      if (!rules.esp.check) return false;
+      const inspector = new Inspector(rules, { directions: ['c2s'] });
+      const client = sock.remoteAddress ?? '';
+      const log = peer.log.child({ stream: stream.id, service: svc.name });
+      const check = (items: InspectItem[]): Buffer[] => {
+        const out: Buffer[] = [];
+        for (const item of items) {
+          if (item.kind === 'data') out.push(item.buf);
+          else if (item.kind === 'notice') {
+            const bounce = checkBounce(item.notice, client);
+            if (!bounce) out.push(item.line);
+            else {
+              log.warn({ event: 'notice.refused', code: bounce.code, notice: item.notice.rule, reason: bounce.message, at: 'outside' }, 'notice refused at the outside relay');
+              if (item.notice.refusal.reply) sock.write(item.notice.refusal.reply);
+              if (item.notice.refusal.replace) out.push(item.notice.refusal.replace);
+            }
+          } else {
+            log.warn({ event: 'notice.refused', code: item.code, rule: item.rule, reason: item.message, at: 'outside' }, 'notice refused at the outside relay');
+            if (item.fatal) { stream.reset(Result.LINE_TOO_LONG); sock.destroy(); break; }
+            if (item.reply) sock.write(item.reply);
+            if (item.replace) out.push(item.replace);
+          }
+        }
+        return out;
+      };
+      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), undefined, {
+        data: (buf) => check(inspector.push('c2s', buf)),
+        end: () => check(inspector.flush('c2s')),
+      });
+      return true;
     },
 
     /** outside-connect.req (618): connect to the client's listener (619), answer (622). */
@@ -429,5 +475,4 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
       controls.delete(peer);
     },
   };
-  void ruleSetFromInit; // the outside relay's own re-check of notices uses this (see docs/rules.md)
 }

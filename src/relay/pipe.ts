@@ -7,7 +7,14 @@ import type { Stream } from '../session/stream.js';
  * socket reads pause while the stream's window is shut; window is granted back
  * only once the socket has taken the bytes. Half-close travels as FIN.
  */
-export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: number, message: string) => void, held?: HeldData): void {
+export function pipeStream(
+  stream: Stream,
+  sock: Socket,
+  onDone?: (result: number, message: string) => void,
+  held?: HeldData,
+  /** Inspect socket→stream bytes (the outside relay's own notice check); returns what to send. */
+  filter?: { data(buf: Buffer): Buffer[]; end(): Buffer[] },
+): void {
   let ungranted = 0;
   let done = false;
   const finish = (result: number, message: string) => {
@@ -17,13 +24,20 @@ export function pipeStream(stream: Stream, sock: Socket, onDone?: (result: numbe
   };
   sock.setNoDelay(true);
 
-  sock.on('data', (buf: Buffer) => {
-    if (!stream.write(buf)) sock.pause();
-  });
+  sock.on('data', filter
+    ? (buf: Buffer) => {
+      let ok = true;
+      for (const part of filter.data(buf)) ok = stream.write(part);
+      if (!ok) sock.pause();
+    }
+    : (buf: Buffer) => {
+      if (!stream.write(buf)) sock.pause();
+    });
   stream.ondrain = () => sock.resume();
   let sawEnd = false;
   sock.on('end', () => {
     sawEnd = true;
+    if (filter) for (const part of filter.end()) stream.write(part);
     stream.end();
   });
 
