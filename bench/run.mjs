@@ -177,6 +177,21 @@ async function measurePath(path, targetPort, tmp) {
     };
     const streamTimeout = (bytes) => 30000 + (bytes / (20 * MiB)) * 1000; // fails below ~20 MB/s
 
+    // idle memory per carried connection: measured first, on freshly started
+    // relays, so garbage left by the other tests cannot shrink or inflate the delta
+    await attempt('idle', async () => {
+      await sleep(1000);
+      const before = proc.rssOf(pids);
+      const o = await lg.call('idleOpen', { port: setup.port, n: idleConns }, 180000);
+      await sleep(1000);
+      const after = proc.rssOf(pids);
+      const c = await lg.call('idleClose', {}, 60000);
+      await sleep(1000); // let the relays finish closing before the next test
+      if (o.opened === 0) throw new Error(`no connection could be opened (${o.lastError})`);
+      const res = { conns: o.opened, stillOpen: c.stillOpen, failed: o.failed, rssBefore: before, rssAfter: after, bytesPerConn: pids.length ? (after - before) / c.stillOpen : null };
+      if (o.failed) res.note = `${o.failed} of ${idleConns} failed: ${o.lastError}`;
+      return res;
+    });
     // 1-byte ping-pong
     await attempt('pingpong', () => lg.call('pingpong', { port: setup.port, warmup: opts.warmup, n: opts.pings }, 120000));
     // sequential connections per second
@@ -210,19 +225,6 @@ async function measurePath(path, targetPort, tmp) {
       const c = median(clean);
       const s = median(stalled);
       return { cleanGbps: c, stalledGbps: s, stallCost: 1 - s / c, clean, stalled, stallAcceptedBytes: stallAccepted };
-    });
-    // idle memory per carried connection
-    await attempt('idle', async () => {
-      await sleep(1000);
-      const before = proc.rssOf(pids);
-      const o = await lg.call('idleOpen', { port: setup.port, n: idleConns }, 180000);
-      await sleep(1000);
-      const after = proc.rssOf(pids);
-      const c = await lg.call('idleClose', {}, 60000);
-      if (o.opened === 0) throw new Error(`no connection could be opened (${o.lastError})`);
-      const res = { conns: o.opened, stillOpen: c.stillOpen, failed: o.failed, rssBefore: before, rssAfter: after, bytesPerConn: pids.length ? (after - before) / c.stillOpen : null };
-      if (o.failed) res.note = `${o.failed} of ${idleConns} failed: ${o.lastError}`;
-      return res;
     });
   } catch (e) {
     r.error = e.message;
