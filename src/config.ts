@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import { LineCounter, parseDocument, isNode } from 'yaml';
+import { LineCounter, parseDocument, isMap, isNode, isScalar } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 
@@ -93,6 +93,7 @@ export function parseConfigText<T extends z.ZodType>(schema: T, text: string, fi
   const r = schema.safeParse(doc.toJS() ?? {});
   if (r.success) return r.data;
   const issue = r.error.issues[0];
+  let message = issue.message;
   const path = issue.path as (string | number)[];
   // Point at the deepest node that exists on the path (the key itself when it is there).
   let line = 1;
@@ -106,8 +107,15 @@ export function parseConfigText<T extends z.ZodType>(schema: T, text: string, fi
       break;
     }
   }
+  if (issue.code === 'unrecognized_keys') {
+    // Point at the unknown key itself, not at the map that holds it.
+    const map = path.length ? doc.getIn(path, true) : doc.contents;
+    const name = (issue as { keys: string[] }).keys[0];
+    const pair = isMap(map) ? map.items.find((p) => isScalar(p.key) && p.key.value === name) : undefined;
+    if (pair && isNode(pair.key) && pair.key.range) ({ line, col } = lc.linePos(pair.key.range[0]));
+  }
+  if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) message = 'missing required key';
   const where = path.length ? path.join('.') : '(top level)';
-  let message = issue.message;
   if (issue.code === 'unrecognized_keys') message = `unknown key ${(issue as { keys: string[] }).keys.map((k) => `'${k}'`).join(', ')}`;
   throw new ConfigError(`${file}:${line}:${col}: ${where}: ${message}`);
 }
