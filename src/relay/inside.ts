@@ -84,6 +84,7 @@ export class InsideRelay extends EventEmitter {
     const deadline = setTimeout(() => {
       this.log.warn({ event: 'session.dial_failed', code: ErrorCode.HANDSHAKE_TIMEOUT }, 'session handshake timed out');
       sock.destroy();
+      if (!this.session) this.retry(); // before secureConnect no onClose exists to re-dial
     }, this.cfg.limits.handshake_timeout_ms);
     sock.once('error', (err: Error & { code?: string }) => {
       if (this.session) return;
