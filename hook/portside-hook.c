@@ -1,0 +1,460 @@
+/*
+ * portside socket hook, loaded with LD_PRELOAD by `portside run`.
+ *
+ * It wraps connect(): a TCP connect() whose destination routes to "portside"
+ * (PORTSIDE_ROUTES, see match.h) is made to the portside agent's SOCKS5 server
+ * (PORTSIDE_SOCKS) on the same fd instead, followed by a SOCKS5 CONNECT for the
+ * original destination. Everything else (bind, listen, accept, UDP, direct
+ * destinations) is left alone, so a program's own listening sockets (active-mode
+ * FTP) keep working. getpeername() on a hooked fd returns the original
+ * destination, as the program expects.
+ *
+ * Environment:
+ *   PORTSIDE_SOCKS            agent address, numeric HOST:PORT or [V6]:PORT
+ *   PORTSIDE_ROUTES           route list, first match wins, default direct
+ *   PORTSIDE_CONNECT_TIMEOUT  seconds for the whole SOCKS exchange (default 60)
+ *   PORTSIDE_HOOK_DEBUG=1     one line per decision on stderr (else silent)
+ *
+ * SOCKS5 reply to errno (what the program sees from connect()):
+ *   01 general failure -> ECONNREFUSED     05 connection refused -> ECONNREFUSED
+ *   02 not allowed     -> ECONNREFUSED     06 TTL expired        -> ETIMEDOUT
+ *   03 net unreachable -> ENETUNREACH      07 command unsupported-> EOPNOTSUPP
+ *   04 host unreachable-> EHOSTUNREACH     08 atyp unsupported   -> EAFNOSUPPORT
+ *   no reply in time -> ETIMEDOUT; agent closed or spoke garbage -> ECONNREFUSED;
+ *   agent not reachable -> the errno of that connect (usually ECONNREFUSED).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "match.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_ROUTES 256
+
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_close)(int);
+static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
+static int (*real_dup)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int debug;
+static int have_agent;
+static struct sockaddr_storage agent;
+static socklen_t agent_len;
+static struct ps_route routes[MAX_ROUTES];
+static int nroutes;
+static int timeout_ms = 60000;
+
+static void dbg(const char *fmt, ...) {
+  if (!debug) return;
+  char buf[512];
+  int saved = errno;
+  int n = snprintf(buf, sizeof buf, "portside-hook[%d]: ", (int)getpid());
+  va_list ap;
+  va_start(ap, fmt);
+  n += vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+  va_end(ap);
+  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
+  buf[n++] = '\n';
+  ssize_t w = write(2, buf, (size_t)n);
+  (void)w;
+  errno = saved;
+}
+
+static void init(void) {
+  real_connect = dlsym(RTLD_NEXT, "connect");
+  real_close = dlsym(RTLD_NEXT, "close");
+  real_getpeername = dlsym(RTLD_NEXT, "getpeername");
+  real_dup = dlsym(RTLD_NEXT, "dup");
+  real_dup2 = dlsym(RTLD_NEXT, "dup2");
+  real_dup3 = dlsym(RTLD_NEXT, "dup3");
+  const char *d = getenv("PORTSIDE_HOOK_DEBUG");
+  debug = d && *d && strcmp(d, "0") != 0;
+  const char *s = getenv("PORTSIDE_SOCKS");
+  if (s && *s) {
+    if (ps_parse_hostport(s, &agent, &agent_len) == 0) have_agent = 1;
+    else dbg("PORTSIDE_SOCKS '%s' is not a numeric HOST:PORT; nothing is hooked", s);
+  }
+  char err[300];
+  int n = ps_routes_parse(getenv("PORTSIDE_ROUTES"), routes, MAX_ROUTES, err, sizeof err);
+  if (n < 0) {
+    /* A broken route list must not send traffic somewhere unintended: hook nothing. */
+    dbg("PORTSIDE_ROUTES: %s; nothing is hooked", err);
+    have_agent = 0;
+    n = 0;
+  }
+  nroutes = n;
+  const char *t = getenv("PORTSIDE_CONNECT_TIMEOUT");
+  if (t && atoi(t) > 0) timeout_ms = atoi(t) * 1000;
+  dbg("loaded: agent %s, %d routes", have_agent ? s : "(none)", nroutes);
+}
+
+static void ensure_init(void) { pthread_once(&init_once, init); }
+
+__attribute__((constructor)) static void ctor(void) { ensure_init(); }
+
+/* ---- table of hooked fds: fd -> original destination ---------------------- */
+
+struct hooked {
+  int fd;
+  dev_t dev;   /* the socket's identity, so a stale entry (fd closed behind */
+  ino_t ino;   /* our back, e.g. inside libc) is never reported */
+  struct sockaddr_storage dst;
+  socklen_t dst_len;
+  struct hooked *next;
+};
+
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hooked *table;
+
+static struct hooked **find_locked(int fd) {
+  for (struct hooked **p = &table; *p; p = &(*p)->next)
+    if ((*p)->fd == fd) return p;
+  return NULL;
+}
+
+static void forget(int fd) {
+  pthread_mutex_lock(&table_lock);
+  struct hooked **p = find_locked(fd);
+  if (p) {
+    struct hooked *h = *p;
+    *p = h->next;
+    free(h);
+  }
+  pthread_mutex_unlock(&table_lock);
+}
+
+static void remember(int fd, const struct sockaddr *dst, socklen_t len) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  struct hooked *h = calloc(1, sizeof *h);
+  if (!h) return;
+  h->fd = fd;
+  h->dev = st.st_dev;
+  h->ino = st.st_ino;
+  if (len > sizeof h->dst) len = sizeof h->dst;
+  memcpy(&h->dst, dst, len);
+  h->dst_len = len;
+  forget(fd);
+  pthread_mutex_lock(&table_lock);
+  h->next = table;
+  table = h;
+  pthread_mutex_unlock(&table_lock);
+}
+
+/* Copy fd's entry, if still valid, into out. 1 if found. */
+static int lookup(int fd, struct hooked *out) {
+  struct stat st;
+  int found = 0, stale = 0;
+  if (fstat(fd, &st) != 0) return 0;
+  pthread_mutex_lock(&table_lock);
+  struct hooked **p = find_locked(fd);
+  if (p) {
+    if ((*p)->dev == st.st_dev && (*p)->ino == st.st_ino) { *out = **p; found = 1; }
+    else stale = 1;
+  }
+  pthread_mutex_unlock(&table_lock);
+  if (stale) forget(fd);
+  return found;
+}
+
+static void copy_entry(int from, int to) {
+  struct hooked h;
+  if (lookup(from, &h)) remember(to, (struct sockaddr *)&h.dst, h.dst_len);
+}
+
+/* ---- SOCKS5 exchange ------------------------------------------------------- */
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Wait for events on a non-blocking fd until deadline. 0 ready, else errno value. */
+static int wait_fd(int fd, short events, long deadline) {
+  for (;;) {
+    long left = deadline - now_ms();
+    if (left <= 0) return ETIMEDOUT;
+    struct pollfd p = {.fd = fd, .events = events};
+    int r = poll(&p, 1, (int)left);
+    if (r > 0) return 0;
+    if (r == 0) return ETIMEDOUT;
+    if (errno != EINTR) return errno;
+  }
+}
+
+static int send_all(int fd, const unsigned char *b, size_t n, long deadline) {
+  while (n) {
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w > 0) { b += w; n -= (size_t)w; continue; }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      int e = wait_fd(fd, POLLOUT, deadline);
+      if (e) return e;
+      continue;
+    }
+    return ECONNREFUSED;
+  }
+  return 0;
+}
+
+/* Read exactly n bytes, never more: whatever follows belongs to the program. */
+static int recv_exact(int fd, unsigned char *b, size_t n, long deadline) {
+  while (n) {
+    ssize_t r = recv(fd, b, n, 0);
+    if (r > 0) { b += r; n -= (size_t)r; continue; }
+    if (r == 0) return ECONNREFUSED; /* the agent hung up without a reply */
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      int e = wait_fd(fd, POLLIN, deadline);
+      if (e) return e;
+      continue;
+    }
+    return ECONNREFUSED;
+  }
+  return 0;
+}
+
+static int reply_errno(unsigned char rep) {
+  switch (rep) {
+    case 0x03: return ENETUNREACH;
+    case 0x04: return EHOSTUNREACH;
+    case 0x06: return ETIMEDOUT;
+    case 0x07: return EOPNOTSUPP;
+    case 0x08: return EAFNOSUPPORT;
+    default: return ECONNREFUSED; /* 01 general, 02 not allowed by rules, 05 refused */
+  }
+}
+
+/* Connect fd (already non-blocking) to the agent. 0 or an errno value. */
+static int connect_agent(int fd, int family, long deadline) {
+  struct sockaddr_storage a;
+  socklen_t alen = agent_len;
+  memcpy(&a, &agent, sizeof a);
+  if (family != agent.ss_family) {
+    if (family == AF_INET6 && agent.ss_family == AF_INET) {
+      /* An IPv6 socket reaches an IPv4 agent at its v4-mapped address; that needs
+       * V6ONLY off, which may still be changed since the socket is not connected. */
+      struct sockaddr_in6 m = {.sin6_family = AF_INET6, .sin6_port = ((struct sockaddr_in *)&agent)->sin_port};
+      m.sin6_addr.s6_addr[10] = m.sin6_addr.s6_addr[11] = 0xff;
+      memcpy(m.sin6_addr.s6_addr + 12, &((struct sockaddr_in *)&agent)->sin_addr, 4);
+      int v6only = 0;
+      socklen_t l = sizeof v6only;
+      if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &l) == 0 && v6only) {
+        int off = 0;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0)
+          dbg("fd %d: IPV6_V6ONLY is set and cannot be cleared: %s", fd, strerror(errno));
+      }
+      memcpy(&a, &m, sizeof m);
+      alen = sizeof m;
+    } else {
+      /* An IPv4 socket cannot reach an IPv6 agent; give the agent an IPv4 address. */
+      dbg("fd %d: IPv4 socket but the agent address is IPv6", fd);
+      return EAFNOSUPPORT;
+    }
+  }
+  if (real_connect(fd, (struct sockaddr *)&a, alen) == 0) return 0;
+  if (errno != EINPROGRESS && errno != EINTR) return errno;
+  int e = wait_fd(fd, POLLOUT, deadline);
+  if (e) return e;
+  int soerr = 0;
+  socklen_t l = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0) return errno;
+  return soerr;
+}
+
+static void fmt_addr(const struct sockaddr *sa, char *buf, size_t len) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (sa->sa_family == AF_INET) {
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+    port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    snprintf(buf, len, "%s:%u", host, port);
+  } else {
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+    port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    snprintf(buf, len, "[%s]:%u", host, port);
+  }
+}
+
+/* Whole exchange on fd for destination dst. 0 or an errno value. */
+static int socks_connect(int fd, const struct sockaddr *dst, int family) {
+  long deadline = now_ms() + timeout_ms;
+  int e = connect_agent(fd, family, deadline);
+  if (e) { dbg("fd %d: agent not reachable: %s", fd, strerror(e)); return e; }
+
+  static const unsigned char hello[3] = {5, 1, 0}; /* v5, one method: no auth */
+  unsigned char rsp[22];
+  if ((e = send_all(fd, hello, sizeof hello, deadline)) ||
+      (e = recv_exact(fd, rsp, 2, deadline)))
+    return e;
+  if (rsp[0] != 5 || rsp[1] != 0) {
+    dbg("fd %d: agent refused the greeting (%02x %02x)", fd, rsp[0], rsp[1]);
+    return ECONNREFUSED;
+  }
+
+  unsigned char req[22] = {5, 1, 0};
+  size_t rlen;
+  if (dst->sa_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)dst;
+    req[3] = 1;
+    memcpy(req + 4, &s4->sin_addr, 4);
+    memcpy(req + 8, &s4->sin_port, 2);
+    rlen = 10;
+  } else {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)dst;
+    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) { /* really an IPv4 destination */
+      req[3] = 1;
+      memcpy(req + 4, s6->sin6_addr.s6_addr + 12, 4);
+      memcpy(req + 8, &s6->sin6_port, 2);
+      rlen = 10;
+    } else {
+      req[3] = 4;
+      memcpy(req + 4, &s6->sin6_addr, 16);
+      memcpy(req + 20, &s6->sin6_port, 2);
+      rlen = 22;
+    }
+  }
+  if ((e = send_all(fd, req, rlen, deadline)) || (e = recv_exact(fd, rsp, 4, deadline))) return e;
+  if (rsp[0] != 5) { dbg("fd %d: agent reply is not SOCKS5", fd); return ECONNREFUSED; }
+  if (rsp[1] != 0) {
+    e = reply_errno(rsp[1]);
+    dbg("fd %d: agent replied %02x -> %s", fd, rsp[1], strerror(e));
+    return e;
+  }
+  /* Skip the bound address (BND.ADDR, BND.PORT). */
+  size_t skip;
+  unsigned char l1;
+  if (rsp[3] == 1) skip = 4 + 2;
+  else if (rsp[3] == 4) skip = 16 + 2;
+  else if (rsp[3] == 3) {
+    if ((e = recv_exact(fd, &l1, 1, deadline))) return e;
+    skip = (size_t)l1 + 2;
+  } else { dbg("fd %d: bad address type in reply", fd); return ECONNREFUSED; }
+  unsigned char junk[258];
+  return recv_exact(fd, junk, skip, deadline);
+}
+
+/* ---- wrapped calls ---------------------------------------------------------- */
+
+EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  ensure_init();
+  if (!have_agent || !addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    return real_connect(fd, addr, len);
+  if ((addr->sa_family == AF_INET && len < sizeof(struct sockaddr_in)) ||
+      (addr->sa_family == AF_INET6 && len < sizeof(struct sockaddr_in6)))
+    return real_connect(fd, addr, len);
+
+  int type = 0, proto = 0, family = 0;
+  socklen_t l = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0 || type != SOCK_STREAM)
+    return real_connect(fd, addr, len);
+  l = sizeof proto;
+  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0 && proto != IPPROTO_TCP)
+    return real_connect(fd, addr, len);
+  l = sizeof family;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &l) != 0 || family != addr->sa_family)
+    return real_connect(fd, addr, len); /* the kernel reports the mismatch */
+
+  char where[64];
+  fmt_addr(addr, where, sizeof where);
+  if (ps_route_lookup(routes, nroutes, addr) != PS_PORTSIDE) {
+    dbg("fd %d: %s direct", fd, where);
+    return real_connect(fd, addr, len);
+  }
+
+  /* A second connect() on a socket we already connected: say so, as the kernel would. */
+  struct hooked h;
+  if (lookup(fd, &h)) {
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    if (real_getpeername(fd, (struct sockaddr *)&peer, &pl) == 0) {
+      errno = EISCONN;
+      return -1;
+    }
+  }
+
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -1;
+  /* Do the exchange non-blocking with our own deadline, whatever the program chose. */
+  if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int e = socks_connect(fd, addr, family);
+  if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags);
+
+  if (e) {
+    dbg("fd %d: %s via portside failed: %s", fd, where, strerror(e));
+    errno = e;
+    return -1;
+  }
+  remember(fd, addr, len);
+  dbg("fd %d: %s via portside", fd, where);
+  if (flags & O_NONBLOCK) {
+    /* The program expects a TCP connect in progress: it will poll for writability
+     * (immediately true) and read SO_ERROR (0). */
+    errno = EINPROGRESS;
+    return -1;
+  }
+  return 0;
+}
+
+EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
+  ensure_init();
+  struct hooked h;
+  if (addr && len && lookup(fd, &h)) {
+    /* Only while the socket really is connected (to the agent). */
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    if (real_getpeername(fd, (struct sockaddr *)&peer, &pl) != 0) return -1;
+    socklen_t n = *len < h.dst_len ? *len : h.dst_len;
+    memcpy(addr, &h.dst, n);
+    *len = h.dst_len;
+    return 0;
+  }
+  return real_getpeername(fd, addr, len);
+}
+
+EXPORT int close(int fd) {
+  ensure_init();
+  /* Unlocked peek: the common case (nothing hooked) stays a plain close. */
+  if (table) forget(fd);
+  return real_close(fd);
+}
+
+EXPORT int dup(int fd) {
+  ensure_init();
+  int n = real_dup(fd);
+  if (n >= 0 && table) copy_entry(fd, n);
+  return n;
+}
+
+EXPORT int dup2(int fd, int nfd) {
+  ensure_init();
+  int r = real_dup2(fd, nfd);
+  if (r >= 0 && table && fd != nfd) { forget(nfd); copy_entry(fd, nfd); }
+  return r;
+}
+
+EXPORT int dup3(int fd, int nfd, int flags) {
+  ensure_init();
+  int r = real_dup3(fd, nfd, flags);
+  if (r >= 0 && table) { forget(nfd); copy_entry(fd, nfd); }
+  return r;
+}
