@@ -39,6 +39,10 @@ export async function dial(host: string, port: number, firewall: FirewallSpec | 
     if (/Authentication failed|authentication/i.test(msg)) {
       throw new PortsideError(ErrorCode.FIREWALL_AUTH, `${via} refused our credentials: ${msg}`, Result.AUTH_FAILED, { cause: err });
     }
+    // The firewall answered, but could not reach the outside relay beyond it.
+    if (/proxy rejected connection - (ConnectionRefused|HostUnreachable|NetworkUnreachable|TTLExpired)/i.test(msg)) {
+      throw new PortsideError(ErrorCode.CONNECT_FAILED, `${via} could not reach ${host}:${port}: ${msg}`, Result.CONNECTION_REFUSED, { cause: err });
+    }
     if (/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|timed out|Proxy connection timed out/i.test(msg)) {
       throw new PortsideError(ErrorCode.FIREWALL_UNREACHABLE, `${via} unreachable: ${msg}`, Result.NETWORK_UNREACHABLE, { cause: err });
     }

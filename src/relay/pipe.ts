@@ -41,7 +41,19 @@ export function pipeStream(
     stream.end();
   });
 
+  // The session delivers 16 KiB TLS records one by one; corking until the end of this
+  // event-loop turn turns a burst of them into one writev instead of a syscall each.
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    sock.uncork();
+  };
   stream.ondata = (buf) => {
+    if (!corked) {
+      corked = true;
+      sock.cork();
+      setImmediate(uncork);
+    }
     if (sock.write(buf)) stream.consumed(buf.length);
     else ungranted += buf.length;
   };
