@@ -9,6 +9,7 @@ import { parseRules } from './rules/index.js';
 import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
 import { attachDynamicInside, attachDynamicOutside, checkRulesFiles } from './relay/dynamic.js';
+import { registerRunCommand } from './run.js';
 
 const program = new Command();
 program
@@ -74,6 +75,8 @@ program
     } else throw new PortsideError('PS_ERR_CONFIG', `${o.config}: neither an inside config (has 'outside:') nor an outside config (has 'insides:')`);
     process.stdout.write(`${o.config}: ok (${kind} relay)\n`);
   });
+
+registerRunCommand(program);
 
 function onSignal(stop: () => Promise<void>): void {
   let stopping = false;

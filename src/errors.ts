@@ -61,6 +61,7 @@ export const ErrorCode = {
   LIMIT: 'PS_ERR_LIMIT',
   TIMEOUT: 'PS_ERR_TIMEOUT',
   KEY: 'PS_ERR_KEY',
+  HOOK: 'PS_ERR_HOOK',
 } as const;
 export type ErrorCodeName = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,0 +1,305 @@
+/**
+ * `portside run -- PROGRAM ARGS…`: run an unmodified program with the socket hook
+ * (hook/portside-hook.so, LD_PRELOAD) so its connect() calls to configured
+ * destinations go to the portside agent's SOCKS5 server. See docs/hook.md.
+ */
+import { spawn } from 'node:child_process';
+import { lookup } from 'node:dns/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import { PortsideError } from './errors.js';
+
+export type RouteAction = 'portside' | 'direct';
+export interface HookRoute {
+  /** Numeric match in the hook's syntax: `*`, `A.B.C.D/N`, `[V6/N]`, each with optional `:PORT` or `:LO-HI`. */
+  match: string;
+  action: RouteAction;
+}
+
+export const DEFAULT_SOCKS = '127.0.0.1:1080';
+
+/** Where the built hook is: PORTSIDE_HOOK_PATH, else hook/portside-hook.so in this package. */
+export function hookPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PORTSIDE_HOOK_PATH) return env.PORTSIDE_HOOK_PATH;
+  // dist/run.js (and src/run.ts under a TS loader) sit one level below the package root.
+  return fileURLToPath(new URL('../hook/portside-hook.so', import.meta.url));
+}
+
+const PORT_RE = /^(\d{1,5})(?:-(\d{1,5}))?$/;
+
+function checkPorts(p: string, what: string): void {
+  const m = PORT_RE.exec(p);
+  const lo = m ? Number(m[1]) : NaN;
+  const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+  if (!m || lo > 65535 || hi > 65535 || hi < lo) throw routeError(what, `bad port '${p}'`);
+}
+
+function routeError(what: string, why: string): PortsideError {
+  return new PortsideError('PS_ERR_CONFIG', `route '${what}': ${why}`);
+}
+
+/** Split a match into host part, prefix and port, accepting the hook's forms. */
+export function splitMatch(m: string): { host: string; prefix?: string; port?: string } {
+  const s = m.trim();
+  let host: string;
+  let prefix: string | undefined;
+  let port: string | undefined;
+  if (s.startsWith('[')) {
+    const close = s.indexOf(']');
+    if (close < 0) throw routeError(m, "missing ']'");
+    host = s.slice(1, close);
+    let rest = s.slice(close + 1);
+    if (rest.startsWith('/')) {
+      const c = rest.indexOf(':');
+      prefix = rest.slice(1, c < 0 ? undefined : c);
+      rest = c < 0 ? '' : rest.slice(c);
+    }
+    if (rest.startsWith(':')) port = rest.slice(1);
+    else if (rest) throw routeError(m, `unexpected '${rest}'`);
+    const slash = host.indexOf('/');
+    if (slash >= 0) {
+      if (prefix !== undefined) throw routeError(m, 'two prefixes');
+      prefix = host.slice(slash + 1);
+      host = host.slice(0, slash);
+    }
+  } else if ((s.match(/:/g) ?? []).length >= 2) {
+    const slash = s.indexOf('/');
+    host = slash < 0 ? s : s.slice(0, slash);
+    if (slash >= 0) prefix = s.slice(slash + 1);
+  } else {
+    const c = s.indexOf(':');
+    host = c < 0 ? s : s.slice(0, c);
+    if (c >= 0) port = s.slice(c + 1);
+    const slash = host.indexOf('/');
+    if (slash >= 0) {
+      prefix = host.slice(slash + 1);
+      host = host.slice(0, slash);
+    }
+  }
+  return { host, prefix, port };
+}
+
+/** Check a numeric match the way the hook will parse it; throws PS_ERR_CONFIG naming the route. */
+export function checkNumericMatch(m: string): void {
+  const { host, prefix, port } = splitMatch(m);
+  if (port !== undefined) checkPorts(port, m);
+  if (host === '*') {
+    if (prefix !== undefined) throw routeError(m, "'*' takes no prefix");
+    return;
+  }
+  const fam = net.isIP(host);
+  if (!fam) throw routeError(m, `'${host}' is not an IP address or network`);
+  if (prefix !== undefined) {
+    const max = fam === 4 ? 32 : 128;
+    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) throw routeError(m, `bad prefix length '/${prefix}'`);
+  }
+}
+
+function parseAction(a: string, what: string): RouteAction {
+  const v = a.trim();
+  if (v === 'portside') return 'portside';
+  // The hook cannot reach the firewall itself; only connections sent to the agent can use it.
+  if (v === 'direct' || v === 'firewall') return 'direct';
+  throw routeError(what, `action must be portside, firewall or direct, not '${v}'`);
+}
+
+/** `--route MATCH=ACTION` (numeric match, as in PORTSIDE_ROUTES). */
+export function parseRouteOption(spec: string): HookRoute {
+  const eq = spec.lastIndexOf('=');
+  if (eq < 0) throw routeError(spec, 'expected MATCH=ACTION, e.g. 10.0.0.0/8:21=portside');
+  const match = spec.slice(0, eq).trim();
+  const action = parseAction(spec.slice(eq + 1), spec);
+  checkNumericMatch(match);
+  return { match, action };
+}
+
+/**
+ * A config route `{match, via}`. A host name in `match` is resolved now (all its
+ * addresses), since the hook only ever sees numeric addresses.
+ */
+export async function resolveConfigRoute(
+  r: { match: string; via: string },
+  resolve: (host: string) => Promise<string[]> = resolveAll,
+): Promise<HookRoute[]> {
+  const action = parseAction(r.via, r.match);
+  const { host, prefix, port } = splitMatch(String(r.match));
+  if (host === '*' || net.isIP(host)) {
+    checkNumericMatch(r.match);
+    return [{ match: r.match.trim(), action }];
+  }
+  if (prefix !== undefined) throw routeError(r.match, 'a host name takes no prefix');
+  if (port !== undefined) checkPorts(port, r.match);
+  let addrs: string[];
+  try {
+    addrs = await resolve(host);
+  } catch (err) {
+    throw new PortsideError('PS_ERR_CONFIG', `route '${r.match}': cannot resolve '${host}': ${(err as Error).message}`);
+  }
+  return addrs.map((a) => ({ match: (net.isIPv6(a) ? `[${a}]` : a) + (port !== undefined ? `:${port}` : ''), action }));
+}
+
+async function resolveAll(host: string): Promise<string[]> {
+  return (await lookup(host, { all: true })).map((a) => a.address);
+}
+
+export function routesToEnv(routes: HookRoute[]): string {
+  return routes.map((r) => `${r.match}=${r.action}`).join(';');
+}
+
+/** Numeric HOST:PORT for PORTSIDE_SOCKS; a host name is resolved (first address). */
+export async function resolveSocks(hostPort: string): Promise<string> {
+  const s = hostPort.trim();
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new PortsideError('PS_ERR_CONFIG', `agent SOCKS5 address '${hostPort}': expected HOST:PORT`);
+  }
+  let host = m[1];
+  if (!net.isIP(host)) {
+    try {
+      host = (await lookup(host)).address;
+    } catch (err) {
+      throw new PortsideError('PS_ERR_CONFIG', `agent SOCKS5 address '${hostPort}': ${(err as Error).message}`);
+    }
+  }
+  return net.isIPv6(host) ? `[${host}]:${m[2]}` : `${host}:${m[2]}`;
+}
+
+/** The parts of a client config `portside run` uses: `socks5:` and `routes:`. */
+export function readClientConfig(file: string): { socks?: string; routes: { match: string; via: string }[] } {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new PortsideError('PS_ERR_CONFIG', `${file}: ${(err as Error).message}`);
+  }
+  if (doc === null || typeof doc !== 'object') throw new PortsideError('PS_ERR_CONFIG', `${file}: not a YAML mapping`);
+  const d = doc as Record<string, unknown>;
+  let socks: string | undefined;
+  const s = d.socks5;
+  if (typeof s === 'string') socks = s;
+  else if (typeof s === 'number') socks = `127.0.0.1:${s}`;
+  else if (s && typeof s === 'object' && typeof (s as { listen?: unknown }).listen === 'string') socks = (s as { listen: string }).listen;
+  else if (s !== undefined) throw new PortsideError('PS_ERR_CONFIG', `${file}: socks5: expected HOST:PORT`);
+  const routes: { match: string; via: string }[] = [];
+  if (d.routes !== undefined) {
+    if (!Array.isArray(d.routes)) throw new PortsideError('PS_ERR_CONFIG', `${file}: routes: expected a list of {match, via}`);
+    d.routes.forEach((r: unknown, i: number) => {
+      const o = r as { match?: unknown; via?: unknown } | null;
+      if (!o || typeof o !== 'object' || (typeof o.match !== 'string' && typeof o.match !== 'number') || typeof o.via !== 'string') {
+        throw new PortsideError('PS_ERR_CONFIG', `${file}: routes[${i}]: expected {match: ADDRESS[/N][:PORT], via: portside|firewall|direct}`);
+      }
+      routes.push({ match: String(o.match), via: o.via });
+    });
+  }
+  return { socks, routes };
+}
+
+export interface RunOptions {
+  socks?: string;
+  route?: string[];
+  config?: string;
+  debug?: boolean;
+}
+
+/** Everything `portside run` puts into the program's environment. */
+export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = process.env): Promise<NodeJS.ProcessEnv> {
+  const hook = hookPath(env);
+  if (!existsSync(hook)) {
+    throw new PortsideError(
+      'PS_ERR_HOOK',
+      `the socket hook is not built (${hook} is missing): run \`npm run build:hook\` in the portside package (needs cc and make)`,
+    );
+  }
+  const cfg = o.config ? readClientConfig(o.config) : { socks: undefined, routes: [] };
+  const routes: HookRoute[] = (o.route ?? []).map(parseRouteOption);
+  for (const r of cfg.routes) routes.push(...(await resolveConfigRoute(r)));
+  // Nothing configured: send everything to the agent, whose own routes then decide.
+  if (routes.length === 0) routes.push({ match: '*', action: 'portside' });
+  const socks = await resolveSocks(o.socks ?? cfg.socks ?? DEFAULT_SOCKS);
+  const preload = env.LD_PRELOAD ? `${hook} ${env.LD_PRELOAD}` : hook;
+  const out: NodeJS.ProcessEnv = {
+    ...env,
+    LD_PRELOAD: preload,
+    PORTSIDE_SOCKS: socks,
+    PORTSIDE_ROUTES: routesToEnv(routes),
+  };
+  if (o.debug) out.PORTSIDE_HOOK_DEBUG = '1';
+  return out;
+}
+
+function agentReachable(hostPort: string, timeoutMs = 1000): Promise<boolean> {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hostPort)!;
+  return new Promise((resolve) => {
+    const s = net.connect({ host: m[1], port: Number(m[2]) });
+    const done = (ok: boolean) => { s.destroy(); resolve(ok); };
+    s.setTimeout(timeoutMs, () => done(false));
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/** Spawn the program with the hook; resolves with the exit status to use. */
+export async function runProgram(program: string, args: string[], o: RunOptions): Promise<number> {
+  const env = await buildRunEnv(o);
+  if (env.PORTSIDE_ROUTES!.includes('=portside') && !(await agentReachable(env.PORTSIDE_SOCKS!))) {
+    process.stderr.write(
+      `portside: warning: no agent answers at ${env.PORTSIDE_SOCKS} (start \`portside client\`); ` +
+        'connections routed to portside will be refused\n',
+    );
+  }
+  const child = spawn(program, args, { stdio: 'inherit', env });
+  // The terminal already sends SIGINT/SIGQUIT to the whole group, the program included:
+  // we only outlive them. SIGTERM/SIGHUP aimed at us are passed on.
+  const handlers = [
+    ['SIGINT', () => {}],
+    ['SIGQUIT', () => {}],
+    ['SIGTERM', () => { child.kill('SIGTERM'); }],
+    ['SIGHUP', () => { child.kill('SIGHUP'); }],
+  ] as const;
+  for (const [s, h] of handlers) process.on(s, h);
+  return new Promise((resolve, reject) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      if (err.code === 'ENOENT') {
+        process.stderr.write(`portside: ${program}: command not found\n`);
+        resolve(127);
+      } else if (err.code === 'EACCES') {
+        process.stderr.write(`portside: ${program}: permission denied\n`);
+        resolve(126);
+      } else reject(err);
+    });
+    child.once('exit', (code, signal) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      if (signal) resolve(128 + ((osConstants.signals as Record<string, number>)[signal] ?? 1));
+      else resolve(code ?? 1);
+    });
+  });
+}
+
+export function registerRunCommand(program: Command): void {
+  // Needed so options after PROGRAM belong to PROGRAM (`portside run curl -v URL`).
+  program.enablePositionalOptions();
+  program
+    .command('run')
+    .description('run an unmodified program with its connect() calls to configured destinations sent to the portside agent')
+    .argument('<program>', 'program to run')
+    .argument('[args...]', "the program's arguments")
+    .option('--socks <host:port>', `the agent's SOCKS5 address (default: config socks5:, else ${DEFAULT_SOCKS})`)
+    .option(
+      '--route <match=action>',
+      'route, first match wins: ADDR[/N][:PORT]=portside|direct, [V6ADDR/N]:PORT=..., *=...; repeatable, before config routes',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option('-c, --config <file>', 'client config (YAML): its socks5: and routes: are used')
+    .option('--debug', 'the hook reports each decision on stderr (PORTSIDE_HOOK_DEBUG=1)')
+    .passThroughOptions()
+    .action(async (prog: string, args: string[], o: RunOptions) => {
+      const status = await runProgram(prog, args, o);
+      process.exit(status);
+    });
+}
