@@ -4,6 +4,11 @@ import { isIP } from 'node:net';
 import { LineCounter, parseDocument, isMap, isNode, isScalar } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { parseDestPattern } from './agent/match.js';
+
+const validPattern = (s: string): boolean => {
+  try { parseDestPattern(s); return true; } catch { return false; }
+};
 
 /**
  * Config files are YAML, checked by a schema. A bad file is refused with its name, the
@@ -26,8 +31,22 @@ const limits = z.strictObject({
   max_streams: z.number().int().positive().default(65_536),
 }).prefault({});
 
+/** The client port (docs/client.md): agents connect here, one TLS connection per carried connection. */
+const clientsSchema = z.strictObject({
+  listen: hostPort,
+  cert_file: z.string(),
+  key_file: z.string(),
+  auth: z.enum(['firewall', 'users']),
+  firewall: z.strictObject({ socks5: hostPort }).optional(),
+  users_file: z.string().optional(),
+  allow: z.strictObject({ destinations: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional() }).prefault({}),
+  handshake_timeout_ms: z.number().int().positive().default(10_000),
+}).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
+  .refine((v) => v.auth !== 'users' || !!v.users_file, { message: 'auth: users needs users_file', path: ['users_file'] });
+
 export const outsideSchema = z.strictObject({
   listen: hostPort,
+  clients: clientsSchema.optional(),
   insides: z.array(z.strictObject({
     name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -'),
     key: key.optional(),
@@ -58,6 +77,8 @@ export const insideSchema = z.strictObject({
     target: hostPort,
     rules: z.string().optional(),
   })).default([]),
+  /** Destinations (CIDR or host pattern) client agents may reach through this relay (docs/client.md). */
+  reach: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional(),
   rules_dir: z.string().default('rules'),
   reconnect: z.strictObject({
     min_ms: z.number().int().positive().default(500),
@@ -157,11 +178,12 @@ export function loadInsideConfig(file: string, text = readFileSync(file, 'utf8')
 }
 
 /** `portside check`: which kind of file is it? Decided by its keys. */
-export function detectConfigKind(text: string): 'inside' | 'outside' | 'unknown' {
+export function detectConfigKind(text: string): 'inside' | 'outside' | 'client' | 'unknown' {
   const doc = parseDocument(text);
   const js = doc.toJS();
   if (js && typeof js === 'object') {
     if ('insides' in js) return 'outside';
+    if ('outside_fingerprint' in js) return 'client';
     if ('outside' in js) return 'inside';
   }
   return 'unknown';

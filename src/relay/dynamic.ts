@@ -73,6 +73,13 @@ export function attachDynamicInside(relay: InsideRelay): void {
 
   relay.extension = {
     initRules: () => Object.fromEntries([...ruleSets].map(([k, v]) => [k, serializeForOutside(v)])),
+    // A client agent's connection to the port of a rules file's `initial service-address` is inspected like that service.
+    serviceFor: (host, port) => {
+      for (const [name, r] of ruleSets) {
+        if (r.spec.service.port === port) return { name: `reach:${name}`, listen: { host: '', port: 0 }, target: { host, port }, rules: name };
+      }
+      return undefined;
+    },
     allowsTarget: (host, port, stream) => {
       const id = Number(parseExtra(stream).listen);
       const p = passive.get(id);

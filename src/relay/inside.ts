@@ -13,6 +13,7 @@ import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
 import { pipeStream } from './pipe.js';
 import { channelBinding, clientOptions } from './tls.js';
+import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 
 export type ServiceSpec = InitData['services'][number];
 
@@ -26,6 +27,8 @@ export interface InsideExtension {
   onServiceConnected?(session: Session, service: ServiceSpec, stream: Stream, sock: net.Socket): boolean;
   onControl?(session: Session, frame: Frame): void;
   onSessionClosed?(session: Session): void;
+  /** A client agent's connection to a `reach` target: the service (rules) it is inspected as, if any. */
+  serviceFor?(host: string, port: number): ServiceSpec | undefined;
 }
 
 /**
@@ -42,6 +45,8 @@ export class InsideRelay extends EventEmitter {
   private readonly firewall: FirewallSpec | undefined;
   readonly services: ServiceSpec[];
   private readonly targets: Set<string>;
+  /** `reach`: where client agents may connect through us (docs/client.md). */
+  private readonly reach: DestPattern[];
   extension: InsideExtension = {};
 
   constructor(readonly cfg: InsideConfig, readonly log: Logger) {
@@ -50,6 +55,7 @@ export class InsideRelay extends EventEmitter {
     this.firewall = cfg.firewall ? { ...splitHostPort(cfg.firewall.socks5), username: cfg.firewall.username, password: cfg.firewall.password } : undefined;
     this.services = cfg.services.map((s) => ({ name: s.name, listen: splitHostPort(s.listen), target: splitHostPort(s.target), ...(s.rules ? { rules: s.rules } : {}) }));
     this.targets = new Set(this.services.map((s) => joinHostPort(s.target.host, s.target.port)));
+    this.reach = (cfg.reach ?? []).map(parseDestPattern);
   }
 
   start(): void {
@@ -110,7 +116,7 @@ export class InsideRelay extends EventEmitter {
             if (state === 'trial' && f.type === FrameType.TRIAL_RSP) {
               session.sendControl(FrameType.TRIAL_FIN, 0, trial.onResponse(f.payload));
               this.log.info({ event: 'session.authenticated' }, 'trial exchange passed: outside relay authenticated');
-              const init: InitData = { v: 1, name: this.cfg.name, services: this.services, rules: this.extension.initRules?.() ?? {} };
+              const init: InitData = { v: 1, name: this.cfg.name, services: this.services, rules: this.extension.initRules?.() ?? {}, ...(this.cfg.reach ? { reach: this.cfg.reach } : {}) };
               session.sendControl(FrameType.INIT, 0, encodeJson(init));
               this.log.info({ event: 'session.init_sent', services: init.services.length }, 'init data sent');
               state = 'init';
@@ -166,8 +172,12 @@ export class InsideRelay extends EventEmitter {
   private onStream(session: Session, stream: Stream): void {
     const target = joinHostPort(stream.host, stream.port);
     const log = this.log.child({ stream: stream.id, target });
-    const service = this.services.find((s) => s.target.host === stream.host && s.target.port === stream.port);
-    if (stream.kind !== 'inside-connect' || (!this.targets.has(target) && !this.extension.allowsTarget?.(stream.host, stream.port, stream))) {
+    const configured = this.targets.has(target);
+    const extended = !configured && stream.kind === 'inside-connect' && !!this.extension.allowsTarget?.(stream.host, stream.port, stream);
+    const reached = !configured && !extended && matchAny(this.reach, stream.host, stream.port);
+    const service = this.services.find((s) => s.target.host === stream.host && s.target.port === stream.port)
+      ?? (reached ? this.extension.serviceFor?.(stream.host, stream.port) : undefined);
+    if (stream.kind !== 'inside-connect' || (!configured && !extended && !reached)) {
       log.warn({ event: 'stream.refused', code: ErrorCode.NOT_ALLOWED, result: 'NOT_ALLOWED' }, 'target is not a configured service');
       session.answer(stream, Result.NOT_ALLOWED);
       return;

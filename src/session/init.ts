@@ -16,6 +16,8 @@ export const initSchema = z.strictObject({
   })).max(1024),
   /** What the outside relay needs of each rules file (docs/rules.md). */
   rules: z.record(z.string(), z.unknown()).default({}),
+  /** Destinations client agents may reach through this inside relay (docs/client.md). */
+  reach: z.array(z.string().max(300)).max(1024).optional(),
 });
 export type InitData = z.infer<typeof initSchema>;
 
