@@ -61,6 +61,10 @@ export const ErrorCode = {
   LIMIT: 'PS_ERR_LIMIT',
   TIMEOUT: 'PS_ERR_TIMEOUT',
   KEY: 'PS_ERR_KEY',
+  OUTSIDE_UNREACHABLE: 'PS_ERR_OUTSIDE_UNREACHABLE',
+  FINGERPRINT_MISMATCH: 'PS_ERR_FINGERPRINT_MISMATCH',
+  CLIENT_AUTH: 'PS_ERR_CLIENT_AUTH',
+  NO_ROUTE: 'PS_ERR_NO_ROUTE',
   HOOK: 'PS_ERR_HOOK',
 } as const;
 export type ErrorCodeName = (typeof ErrorCode)[keyof typeof ErrorCode];
