@@ -329,7 +329,7 @@ class InsideControl {
 
 // ---------------------------------------------------------------- outside relay
 
-interface ControlInfo { client: string; local: string }
+interface ControlInfo { client: string; local: string; onListen?: (port: number) => void }
 
 export function attachDynamicOutside(relay: OutsideRelay): void {
   /** Control connections of services with rules, per peer, by stream id. */
@@ -343,10 +343,10 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
   };
 
   relay.extension = {
-    onServiceClient: (peer, svc, stream, sock) => {
+    onServiceClient: (peer, svc, stream, sock, opts) => {
       if (!svc.rules) return;
       const map = of(controls, peer, () => new Map<number, ControlInfo>());
-      map.set(stream.id, { client: sock.remoteAddress!, local: sock.localAddress! });
+      map.set(stream.id, { client: sock.remoteAddress!, local: sock.localAddress!, onListen: opts?.onListen });
       sock.once('close', () => map.delete(stream.id));
     },
 
@@ -471,6 +471,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
         timer = setTimeout(() => { srv.close(); set.delete(srv); log.warn({ event: 'data.timeout', code: ErrorCode.TIMEOUT }, 'client did not connect in time'); }, timeoutMs);
         const a = srv.address() as net.AddressInfo;
         log.info({ event: 'outside-listen.done', address: a.address, port: a.port }, 'listening for passive data');
+        info.onListen?.(a.port);
         reply({ id: req.id, ok: true, host: a.address, port: a.port });
       }, (err: Error) => reply({ id: req.id, ok: false, code: ErrorCode.CONNECT_FAILED, error: err.message }));
       let srvRef!: net.Server;

@@ -34,10 +34,16 @@ export interface OutsideExtension {
   /** Any control frame the core does not handle (e.g. outside-listen.req). */
   onControl?(peer: InsidePeer, frame: Frame): void;
   /** A service client connected; its stream is being opened. */
-  onServiceClient?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): void;
+  onServiceClient?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket, opts?: ServiceClientOptions): void;
   /** A service client's stream is open; return true to take over piping it. */
   onServiceStream?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): boolean;
   onPeerClosed?(peer: InsidePeer): void;
+}
+
+/** For control connections of client agents (src/relay/clientport.ts). */
+export interface ServiceClientOptions {
+  /** A passive data listener was opened for this control connection on `port`. */
+  onListen?(port: number): void;
 }
 
 /** The outside relay (ESP): accepts sessions from inside relays and serves their services. */
