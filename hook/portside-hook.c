@@ -405,7 +405,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     return -1;
   }
   remember(fd, addr, len);
-  dbg("fd %d: %s via portside", fd, where);
+  dbg("fd %d: %s via portside%s", fd, where, (flags & O_NONBLOCK) ? " (non-blocking: EINPROGRESS)" : " (blocking)");
   if (flags & O_NONBLOCK) {
     /* The program expects a TCP connect in progress: it will poll for writability
      * (immediately true) and read SO_ERROR (0). */
