@@ -3,6 +3,13 @@ import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { Session, type SessionOptions } from '../session/session.js';
 
 const COALESCE = 64 * 1024;
+const SESSION_HWM = 1024 * 1024;
+
+/** Raise a socket's write buffer threshold; the bound on memory stays (credit windows). */
+export function setWriteHighWaterMark(socket: Socket, bytes: number): void {
+  const state = (socket as unknown as { _writableState?: { highWaterMark: number } })._writableState;
+  if (state) state.highWaterMark = bytes;
+}
 
 /**
  * Glue a Session onto a transport socket: bytes in to parse(), batched frames out,
@@ -34,9 +41,15 @@ export function sessionOverSocket(
       if (!ok) session.setBlocked(true);
     },
   });
+  // Node's default 16 KiB high-water mark would report backpressure after every frame,
+  // pausing and resuming every stream's source each time (two epoll_ctl per frame).
+  setWriteHighWaterMark(socket, SESSION_HWM);
   session.lastReceived = Date.now();
   socket.on('data', (chunk: Buffer) => {
-    session.lastReceived = Date.now();
+    // Node's default 16 KiB high-water mark would report backpressure after every frame,
+  // pausing and resuming every stream's source each time (two epoll_ctl per frame).
+  setWriteHighWaterMark(socket, SESSION_HWM);
+  session.lastReceived = Date.now();
     session.parse(chunk);
   });
   socket.on('drain', () => session.setBlocked(false));

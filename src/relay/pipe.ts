@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { Result, resultFromSocketError } from '../errors.js';
 import type { Stream } from '../session/stream.js';
+import { setWriteHighWaterMark } from './link.js';
 
 /**
  * Carry one TCP connection over one stream, both ways, with backpressure:
@@ -23,6 +24,7 @@ export function pipeStream(
     onDone?.(result, message);
   };
   sock.setNoDelay(true);
+  setWriteHighWaterMark(sock, 256 * 1024);
 
   sock.on('data', filter
     ? (buf: Buffer) => {
