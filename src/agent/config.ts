@@ -1,0 +1,48 @@
+/** `portside client` config (docs/client.md). */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { parseConfigText } from '../config.js';
+import { normalizeFingerprint } from './cert.js';
+import { parseDestPattern, type Route } from './match.js';
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, 'expected HOST:PORT (IPv6 as [addr]:port)');
+const pattern = z.string().refine((s) => { try { parseDestPattern(s); return true; } catch { return false; } }, 'expected a CIDR, address or host pattern, optionally :PORT or :LOW-HIGH');
+const fingerprint = z.string().refine((s) => { try { normalizeFingerprint(s); return true; } catch { return false; } }, 'expected a SHA-256 fingerprint (64 hex digits, colons allowed), as printed by `portside keygen --cert`');
+
+export const clientSchema = z.strictObject({
+  /** The outside relay's client port. */
+  outside: hostPort,
+  outside_fingerprint: fingerprint,
+  username: z.string().min(1).max(255),
+  /** Or the environment variable PORTSIDE_PASSWORD. */
+  password: z.string().max(255).optional(),
+  /** Local SOCKS5 server (CONNECT, no authentication) for programs that can use a proxy. */
+  socks5: hostPort.optional(),
+  forwards: z.array(z.strictObject({ listen: hostPort, to: hostPort })).default([]),
+  /** Per destination (claim 12): first match wins; no match = portside. */
+  routes: z.array(z.strictObject({ match: pattern, via: z.enum(['portside', 'firewall', 'direct']) })).default([]),
+  /** The firewall's SOCKS5, for routes with via: firewall. */
+  firewall: z.strictObject({
+    socks5: hostPort,
+    username: z.string().min(1).max(255).optional(),
+    password: z.string().max(255).optional(),
+  }).optional(),
+  connect_timeout_ms: z.number().int().positive().default(15_000),
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+}).refine((v) => !v.routes.some((r) => r.via === 'firewall') || !!v.firewall, { message: 'a route with via: firewall needs firewall.socks5', path: ['firewall'] });
+
+export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; fingerprint: string; routes: Route[] };
+
+export function loadClientConfig(file: string, text = readFileSync(file, 'utf8'), env = process.env): ClientConfig {
+  const c = parseConfigText(clientSchema, text, file);
+  const password = c.password ?? env.PORTSIDE_PASSWORD;
+  if (password === undefined) throw new ConfigError(`${file}: give password: or set PORTSIDE_PASSWORD`);
+  return {
+    ...c,
+    file,
+    password,
+    fingerprint: normalizeFingerprint(c.outside_fingerprint),
+    routes: c.routes.map((r) => ({ match: parseDestPattern(r.match), via: r.via })),
+  };
+}

@@ -1,0 +1,316 @@
+/**
+ * The outside relay's client port (docs/client.md; patent Fig. 6 steps 602-612, [0030], [0034]).
+ *
+ * Every connection a client agent carries is its own TLS 1.3 connection to this port: a full
+ * handshake with a fresh X25519 key exchange each time (no tickets, no resumption), so each carried
+ * connection is encrypted with keys made for it alone (607, claim 7). The agent pins our
+ * certificate by its SHA-256 fingerprint. Inside the TLS the agent speaks SOCKS5 with RFC 1929
+ * username/password, and we
+ *   - auth: firewall — relay the username/password and then the CONNECT to the firewall (603-605),
+ *     hold its "established" and close that connection (606), or
+ *   - auth: users — check the password against our users file;
+ * then send inside-connect.req to the inside relay that reaches the destination (608) and only
+ * after inside-connect.rsp OK answer the agent's CONNECT with success (611-612).
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { constants } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
+import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { InitData } from '../session/init.js';
+import type { Stream } from '../session/stream.js';
+import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
+import { ByteReader, Rep, clientAuth, clientConnect, readGreeting, readRequest, readUserPass, reply, withTimeout } from '../agent/socks.js';
+import { UserFile } from '../agent/users.js';
+import { certFingerprint } from '../agent/cert.js';
+import type { InsidePeer, OutsideRelay } from './outside.js';
+import { pipeStream } from './pipe.js';
+
+export type ClientsConfig = NonNullable<OutsideConfig['clients']>;
+
+/** RFC 1929 status values we send (any non-zero is a failure; the value tells the agent why). */
+export const AuthStatus = {
+  OK: 0x00,
+  /** Our users file refused the name or password. */
+  REFUSED: 0x01,
+  /** The firewall refused the name or password. */
+  FIREWALL_REFUSED: 0x02,
+  /** The firewall that should judge the password could not be reached. */
+  FIREWALL_UNREACHABLE: 0x0b,
+} as const;
+
+/** Wire result of inside-connect.rsp → SOCKS5 reply. */
+export function repForResult(r: number): number {
+  switch (r) {
+    case Result.NOT_ALLOWED: case Result.REFUSED_BY_RULE: return Rep.NOT_ALLOWED;
+    case Result.NETWORK_UNREACHABLE: return Rep.NETWORK_UNREACHABLE;
+    case Result.HOST_UNREACHABLE: case Result.HOST_NOT_FOUND: return Rep.HOST_UNREACHABLE;
+    case Result.CONNECTION_REFUSED: return Rep.CONNECTION_REFUSED;
+    case Result.TIMEOUT: return Rep.TTL_EXPIRED;
+    default: return Rep.GENERAL_FAILURE;
+  }
+}
+
+interface PassiveWait { agent: string; user: string; local: string; timer: NodeJS.Timeout }
+
+export class ClientPort {
+  private server: tls.Server | null = null;
+  private readonly users: UserFile | null;
+  private readonly destinations: DestPattern[] | null;
+  private readonly firewall: { host: string; port: number } | null;
+  private readonly cert: Buffer;
+  private readonly key: Buffer;
+  readonly fingerprint: string;
+  /** Passive data listeners opened for agents' control connections, by port. */
+  private readonly passive = new Map<number, PassiveWait>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly log: Logger;
+
+  constructor(private readonly relay: OutsideRelay, readonly cfg: ClientsConfig, baseDir: string, log: Logger) {
+    this.log = log.child({ part: 'clients' });
+    const read = (f: string, what: string) => {
+      try {
+        return readFileSync(resolve(baseDir, f));
+      } catch (err) {
+        throw new ConfigError(`clients.${what}: cannot read ${resolve(baseDir, f)}: ${(err as Error).message}`);
+      }
+    };
+    this.cert = read(cfg.cert_file, 'cert_file');
+    this.key = read(cfg.key_file, 'key_file');
+    this.fingerprint = certFingerprint(this.cert.toString('utf8'));
+    this.users = cfg.auth === 'users' ? new UserFile(resolve(baseDir, cfg.users_file!), read(cfg.users_file!, 'users_file').toString('utf8')) : null;
+    this.destinations = cfg.allow.destinations ? cfg.allow.destinations.map(parseDestPattern) : null;
+    this.firewall = cfg.auth === 'firewall' ? splitHostPort(cfg.firewall!.socks5) : null;
+  }
+
+  static forConfig(relay: OutsideRelay, log: Logger): ClientPort | null {
+    return relay.cfg.clients ? new ClientPort(relay, relay.cfg.clients, dirname(relay.cfg.file), log) : null;
+  }
+
+  async start(): Promise<net.AddressInfo> {
+    const { host, port } = splitHostPort(this.cfg.listen);
+    const server = tls.createServer({
+      cert: this.cert,
+      key: this.key,
+      minVersion: 'TLSv1.3',
+      // No tickets: every connection is a full handshake with its own ephemeral key exchange.
+      secureOptions: constants.SSL_OP_NO_TICKET,
+      allowHalfOpen: true,
+      handshakeTimeout: this.cfg.handshake_timeout_ms,
+    });
+    this.server = server;
+    server.on('secureConnection', (s: tls.TLSSocket) => this.onAgent(s));
+    server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
+      this.log.warn({ event: 'client.rejected', code: ErrorCode.TLS, remote: s.remoteAddress, reason: err.message }, 'agent TLS handshake failed');
+    });
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => { server.off('error', rej); res(); });
+    });
+    const a = server.address() as net.AddressInfo;
+    this.log.info({ event: 'clients.listening', address: a.address, port: a.port, auth: this.cfg.auth, fingerprint: this.fingerprint }, 'client port listening');
+    return a;
+  }
+
+  async stop(): Promise<void> {
+    for (const w of this.passive.values()) clearTimeout(w.timer);
+    this.passive.clear();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  private onAgent(sock: tls.TLSSocket): void {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.setNoDelay(true);
+    const agent = sock.remoteAddress ?? '?';
+    const log = this.log.child({ agent: joinHostPort(agent, sock.remotePort ?? 0) });
+    // Everything up to the answer to CONNECT has one deadline: nothing hangs.
+    const limit = this.cfg.handshake_timeout_ms + this.relay.cfg.limits.connect_timeout_ms;
+    withTimeout(this.negotiate(sock, log), limit, 'client set-up').catch((err: PortsideError) => {
+      log.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
+      sock.destroy();
+    });
+  }
+
+  private async negotiate(sock: tls.TLSSocket, log: Logger): Promise<void> {
+    const r = new ByteReader(sock);
+    const methods = await readGreeting(r);
+    if (!methods.includes(2)) {
+      log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
+      sock.end(Buffer.of(5, 0xff));
+      return;
+    }
+    sock.write(Buffer.of(5, 2));
+    const cred = await readUserPass(r);
+    const ulog = log.child({ user: cred.username });
+
+    // 603-605: the firewall judges the password, or our users file does.
+    let fw: net.Socket | null = null;
+    let fr: ByteReader | null = null;
+    if (this.firewall) {
+      try {
+        fw = await this.connectFirewall();
+        fr = new ByteReader(fw);
+        const verdict = await clientAuth(fw, fr, cred);
+        if (verdict !== 'ok') {
+          fw.destroy();
+          ulog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
+          sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
+          return;
+        }
+      } catch (err) {
+        fw?.destroy();
+        ulog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_UNREACHABLE, reason: (err as Error).message }, 'cannot reach the firewall to authenticate the client');
+        sock.end(Buffer.of(1, AuthStatus.FIREWALL_UNREACHABLE));
+        return;
+      }
+    } else if (!(await this.users!.verify(cred.username, cred.password))) {
+      ulog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
+      sock.end(Buffer.of(1, AuthStatus.REFUSED));
+      return;
+    }
+    sock.write(Buffer.of(1, AuthStatus.OK));
+
+    const req = await readRequest(r);
+    const target = joinHostPort(req.host, req.port);
+    const tlog = ulog.child({ target });
+    const refuse = (rep: number, code: string, reason: string, msg: string) => {
+      fw?.destroy();
+      tlog.warn({ event: 'client.refused', code, rep, reason }, msg);
+      sock.end(reply(rep));
+    };
+    if (req.cmd !== 1) return refuse(Rep.COMMAND_NOT_SUPPORTED, ErrorCode.PROTOCOL, `SOCKS5 command ${req.cmd}`, 'only CONNECT is supported');
+
+    // A passive data connection of this agent's own control connection: attach to our listener.
+    const wait = this.passive.get(req.port);
+    if (wait && wait.agent === sock.remoteAddress && wait.user === cred.username) {
+      fw?.destroy();
+      return this.attachPassive(sock, r, req.port, wait, tlog);
+    }
+
+    if (this.destinations && !matchAny(this.destinations, req.host, req.port)) {
+      return refuse(Rep.NOT_ALLOWED, ErrorCode.NOT_ALLOWED, 'not in clients.allow.destinations', 'destination forbidden by policy');
+    }
+    const peer = this.peerFor(req.host, req.port);
+    if (!peer) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.NO_ROUTE, 'no inside relay reaches it', 'no inside relay reaches the destination');
+
+    if (fw && fr) {
+      const rep = await clientConnect(fw, fr, req.host, req.port);
+      // 606: the firewall authenticated and connected; hold its "established", close our connection to it.
+      fw.destroy();
+      if (rep !== 0) return refuse(Rep.FIREWALL_REFUSED, ErrorCode.FIREWALL_REFUSED, `firewall SOCKS5 reply ${rep}`, 'the firewall refused the destination');
+      tlog.debug({ event: 'firewall.established' }, 'firewall authenticated the client and connected (held)');
+    }
+    if (peer.session.closed) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.SESSION_CLOSED, 'session closed', 'inside relay session closed');
+
+    // 608: inside-connect.req. The client address the inside relay checks notices against is the
+    // agent's machine as seen by the program (its loopback); see docs/client.md.
+    const stream = peer.session.open(req.host, req.port, Buffer.from(JSON.stringify({ client: sock.localAddress, agent: sock.remoteAddress, user: cred.username })));
+    const slog = tlog.child({ inside: peer.name, stream: stream.id });
+    const svc = this.ruledService(peer, req.host, req.port);
+    if (svc) {
+      const local = sock.localAddress!;
+      // Passive listeners then accept only from our own address: we attach agents' data connections ourselves.
+      const control = { remoteAddress: local, localAddress: local, once: (ev: string, fn: () => void) => sock.once(ev, fn) } as unknown as net.Socket;
+      this.relay.extension.onServiceClient?.(peer, svc, stream, control, {
+        onListen: (port) => {
+          const timer = setTimeout(() => this.passive.delete(port), 60_000);
+          timer.unref();
+          this.passive.set(port, { agent: sock.remoteAddress!, user: cred.username, local, timer });
+        },
+      });
+    }
+    const result = await new Promise<number>((res) => {
+      stream.onopen = res;
+      sock.once('close', () => stream.reset(Result.CANCELLED));
+    });
+    if (result !== Result.OK) {
+      slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
+      sock.end(reply(repForResult(result)));
+      return;
+    }
+    // 611-612: only now the agent is told it is connected.
+    sock.write(reply(Rep.SUCCEEDED));
+    r.release();
+    slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
+    pipeStream(stream, sock, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
+  }
+
+  private connectFirewall(): Promise<net.Socket> {
+    const { host, port } = this.firewall!;
+    return new Promise((res, rej) => {
+      const s = net.connect({ host, port, noDelay: true });
+      const t = setTimeout(() => { s.destroy(); rej(new PortsideError(ErrorCode.TIMEOUT, `firewall ${host}:${port} did not answer`, Result.TIMEOUT)); }, this.relay.cfg.limits.connect_timeout_ms);
+      s.once('connect', () => { clearTimeout(t); res(s); });
+      s.once('error', (e) => { clearTimeout(t); rej(new PortsideError(ErrorCode.FIREWALL_UNREACHABLE, `firewall ${host}:${port}: ${e.message}`, Result.NETWORK_UNREACHABLE)); });
+    });
+  }
+
+  /** The inside relay that reaches host:port: one with a service for it, else one whose `reach` covers it. */
+  private peerFor(host: string, port: number): InsidePeer | null {
+    let reach: InsidePeer | null = null;
+    for (const p of this.relay.peers.values()) {
+      if (!p.session.established || p.session.closed) continue;
+      if (p.init.services.some((s) => s.target.host === host && s.target.port === port)) return p;
+      if (!reach && p.init.reach && matchAny(p.init.reach.map(safePattern).filter((x): x is DestPattern => !!x), host, port)) reach = p;
+    }
+    return reach;
+  }
+
+  /** A service with rules for this destination: configured for it, or a rules file whose initial port it is. */
+  private ruledService(peer: InsidePeer, host: string, port: number): InitData['services'][number] | null {
+    const svc = peer.init.services.find((s) => s.target.host === host && s.target.port === port);
+    if (svc) return svc.rules ? svc : null;
+    for (const [name, spec] of Object.entries(peer.init.rules)) {
+      const p = (spec as { service?: { port?: number } })?.service?.port;
+      if (p === port) return { name: `reach:${name}`, listen: { host: '', port: 0 }, target: { host, port }, rules: name };
+    }
+    return null;
+  }
+
+  private attachPassive(sock: tls.TLSSocket, r: ByteReader, port: number, wait: PassiveWait, log: Logger): void {
+    this.passive.delete(port);
+    clearTimeout(wait.timer);
+    const hop = net.connect({ host: wait.local, port, localAddress: wait.local, noDelay: true, allowHalfOpen: true });
+    const t = setTimeout(() => hop.destroy(new Error('timed out')), this.relay.cfg.limits.connect_timeout_ms);
+    hop.once('error', (e) => {
+      clearTimeout(t);
+      log.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, reason: e.message }, 'passive data listener gone');
+      sock.end(reply(Rep.CONNECTION_REFUSED));
+    });
+    hop.once('connect', () => {
+      clearTimeout(t);
+      hop.removeAllListeners('error');
+      sock.write(reply(Rep.SUCCEEDED));
+      r.release();
+      log.info({ event: 'client.passive_attached', port }, 'agent attached to a passive data listener');
+      joinSockets(sock, hop);
+    });
+  }
+}
+
+function safePattern(s: string): DestPattern | null {
+  try {
+    return parseDestPattern(s);
+  } catch {
+    return null;
+  }
+}
+
+/** Pipe two sockets both ways with half-close; an error on either destroys both. */
+export function joinSockets(a: net.Socket, b: net.Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const kill = () => { a.destroy(); b.destroy(); };
+  a.on('error', kill);
+  b.on('error', kill);
+  // Both ended → close; one closed abruptly → close the other.
+  a.on('close', () => { if (!b.destroyed && !b.writableEnded) b.destroy(); });
+  b.on('close', () => { if (!a.destroyed && !a.writableEnded) a.destroy(); });
+  if (a.isPaused()) a.resume();
+  if (b.isPaused()) b.resume();
+}
