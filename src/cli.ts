@@ -10,6 +10,9 @@ import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
 import { attachDynamicInside, attachDynamicOutside, checkRulesFiles } from './relay/dynamic.js';
 import { registerRunCommand } from './run.js';
+import { keygenCert, registerClientCommands } from './agent/cli.js';
+import { loadClientConfig } from './agent/config.js';
+import { ClientPort } from './relay/clientport.js';
 
 const program = new Command();
 program
@@ -21,7 +24,11 @@ program
   .command('keygen')
   .description('make a shared key for an inside/outside relay pair (32 random bytes, base64)')
   .option('--out <file>', 'write the key to FILE (mode 0600) instead of stdout')
-  .action((o: { out?: string }) => {
+  .option('--cert', "instead: a self-signed certificate for the outside relay's client port (prints its fingerprint)")
+  .option('--out-cert <file>', 'with --cert: certificate file')
+  .option('--out-key <file>', 'with --cert: private key file (mode 0600)')
+  .action(async (o: { out?: string; cert?: boolean; outCert?: string; outKey?: string }) => {
+    if (o.cert) return keygenCert(o);
     const key = randomBytes(32).toString('base64') + '\n';
     if (o.out) {
       writeFileSync(o.out, key, { mode: 0o600, flag: 'wx' });
@@ -39,7 +46,9 @@ program
     const relay = new OutsideRelay(cfg, log);
     attachDynamicOutside(relay);
     await relay.start();
-    onSignal(async () => { await relay.stop(); });
+    const clients = ClientPort.forConfig(relay, log);
+    await clients?.start();
+    onSignal(async () => { await clients?.stop(); await relay.stop(); });
   });
 
 program
@@ -68,15 +77,19 @@ program
     }
     if (!o.config) return;
     const kind = detectConfigKind(readFileSync(o.config, 'utf8'));
-    if (kind === 'outside') loadOutsideConfig(o.config);
+    if (kind === 'outside') {
+      const relay = new OutsideRelay(loadOutsideConfig(o.config), createLogger('silent'));
+      ClientPort.forConfig(relay, relay.log); // reads the certificate, key and users file
+    } else if (kind === 'client') loadClientConfig(o.config, undefined, { PORTSIDE_PASSWORD: '', ...process.env });
     else if (kind === 'inside') {
       const cfg = loadInsideConfig(o.config);
       checkRulesFiles(cfg);
     } else throw new PortsideError('PS_ERR_CONFIG', `${o.config}: neither an inside config (has 'outside:') nor an outside config (has 'insides:')`);
-    process.stdout.write(`${o.config}: ok (${kind} relay)\n`);
+    process.stdout.write(`${o.config}: ok (${kind === 'client' ? 'client agent' : `${kind} relay`})\n`);
   });
 
 registerRunCommand(program);
+registerClientCommands(program, onSignal);
 
 function onSignal(stop: () => Promise<void>): void {
   let stopping = false;
