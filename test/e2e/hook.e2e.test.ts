@@ -4,6 +4,9 @@
 // `node dist/cli.js run`.
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +28,24 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ran> {
         resolve({ code, stdout: stdout.toString('latin1'), stderr: stderr.toString() });
       });
   });
+}
+
+interface FtpServer { on(e: string, f: (...a: never[]) => void): void; listen(): Promise<void>; close(): Promise<void> }
+
+/** An anonymous FTP server (ftp-srv) on 127.0.0.2 serving dir; passive data ports on 127.0.0.2 too. */
+async function startFtp(dir: string): Promise<{ port: number; close(): Promise<void> }> {
+  const bunyan = (await import('bunyan')).default as unknown as { createLogger(o: object): unknown };
+  const { FtpSrv } = (await import('ftp-srv')) as unknown as { FtpSrv: new (o: object) => FtpServer };
+  const probe = net.createServer();
+  const port = await listen(probe, '127.0.0.2');
+  await new Promise((r) => probe.close(r));
+  const srv = new FtpSrv({
+    url: `ftp://127.0.0.2:${port}`, pasv_url: '127.0.0.2', pasv_min: 40500, pasv_max: 40600, anonymous: true,
+    log: bunyan.createLogger({ name: 'ftp-srv', level: 'fatal' }),
+  });
+  srv.on('login', (_d: unknown, resolve: (v: { root: string }) => void) => resolve({ root: dir }));
+  await srv.listen();
+  return { port, close: () => srv.close() };
 }
 
 function listen(server: net.Server, host: string): Promise<number> {
@@ -216,6 +237,54 @@ describe('portside run: socket hook (LD_PRELOAD) end to end', () => {
     expect(r.code).toBe(7);
     expect(r.stderr).toContain(`portside: warning: no agent answers at 127.0.0.1:${none}`);
     expect(r.stderr).toContain('Failed to connect to 127.0.0.2');
+  });
+
+  describe('FTP under the hook (control connection through SOCKS5)', () => {
+    let ftp: { port: number; close(): Promise<void> };
+    let dir: string;
+    const file = randomBytes(1 << 20);
+    const fileSha = createHash('sha256').update(file).digest('hex');
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'portside-hook-ftp-'));
+      writeFileSync(join(dir, 'f.bin'), file);
+      ftp = await startFtp(dir);
+    });
+    afterAll(async () => {
+      await ftp.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const dataConnects = () => events.filter((e) => e.event === 'connect' && e.host === '127.0.0.2' && e.port! >= 40500 && e.port! <= 40600).length;
+
+    for (const [mode, args, passive] of [
+      ['passive (EPSV)', [], true],
+      ['passive (PASV)', ['--disable-epsv'], true],
+      ['active (EPRT)', ['-P', '-'], false],
+      ['active (PORT)', ['-P', '-', '--disable-eprt'], false],
+    ] as const) {
+      it(`curl ${mode}`, async () => {
+        const control = connectsTo('127.0.0.2', ftp.port);
+        const data = dataConnects();
+        const r = await run([...base(), '--', 'curl', '-sS', '--max-time', '30', ...args, `ftp://127.0.0.2:${ftp.port}/f.bin`]);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+        expect(createHash('sha256').update(Buffer.from(r.stdout, 'latin1')).digest('hex')).toBe(fileSha);
+        expect(connectsTo('127.0.0.2', ftp.port)).toBe(control + 1);
+        // Passive: the data connect() is routed too. Active: curl's own listener took it.
+        expect(dataConnects()).toBe(data + (passive ? 1 : 0));
+      });
+    }
+
+    for (const passive of [true, false]) {
+      it(`lftp ${passive ? 'passive' : 'active'}`, async () => {
+        const out = join(dir, `lftp-${passive}.bin`);
+        const data = dataConnects();
+        const r = await run([...base(), '--', 'lftp', '-c',
+          `set ftp:passive-mode ${passive ? 'on' : 'off'}; set net:max-retries 1; set net:timeout 20; get ftp://127.0.0.2:${ftp.port}/f.bin -o ${out}`]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(createHash('sha256').update(readFileSync(out)).digest('hex')).toBe(fileSha);
+        expect(dataConnects()).toBe(data + (passive ? 1 : 0));
+      });
+    }
   });
 
   it("passes the program's exit status and stays silent without --debug", async () => {
