@@ -44,6 +44,8 @@ export class Session {
   private readonly frames: Frame[] = [];
   /** The transport said its buffer is full; streams hold back until unblock(). */
   blocked = false;
+  /** Streams told to wait for the transport: only these are woken when it drains. */
+  private readonly waiting = new Set<Stream>();
   established = false;
   closed = false;
   goingAway = false;
@@ -141,7 +143,15 @@ export class Session {
   setBlocked(blocked: boolean): void {
     if (this.blocked === blocked) return;
     this.blocked = blocked;
-    if (!blocked) for (const s of this.streams.values()) if (s.bufferedBytes === 0 && s.state === 'open') s.ondrain?.();
+    if (blocked || this.waiting.size === 0) return;
+    const woken = [...this.waiting];
+    this.waiting.clear();
+    for (const s of woken) if (!this.blocked && s.bufferedBytes === 0 && s.state === 'open') s.ondrain?.();
+  }
+
+  /** @internal a stream's write() returned false because the transport is blocked. */
+  _waitForTransport(s: Stream): void {
+    this.waiting.add(s);
   }
 
   // ---- internals used by Stream ----
@@ -174,6 +184,7 @@ export class Session {
   }
   _forget(s: Stream): void {
     this.streams.delete(s.id);
+    this.waiting.delete(s);
   }
 
   /** Write everything batched so far now. */

@@ -63,7 +63,9 @@ export class Stream {
       this.pendingBytes += rest.length;
       return false;
     }
-    return !this.session.blocked;
+    if (!this.session.blocked) return true;
+    this.session._waitForTransport(this);
+    return false;
   }
 
   /** Half-close: no more data from us; the peer still may send. */
@@ -130,6 +132,7 @@ export class Stream {
     if (this.pendingBytes === 0) {
       if (this.finQueued && !this.localEnded) this.sendFin();
       else if (!this.session.blocked) this.ondrain?.();
+      else this.session._waitForTransport(this);
     }
   }
 
