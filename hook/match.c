@@ -140,8 +140,9 @@ int ps_routes_parse(const char *spec, struct ps_route *out, int max, char *err, 
     *eq = '\0';
     char *act = trim(eq + 1);
     struct ps_route r;
-    if (strcmp(act, "portside") == 0) r.action = PS_PORTSIDE;
-    else if (strcmp(act, "direct") == 0 || strcmp(act, "firewall") == 0) r.action = PS_DIRECT;
+    /* "firewall" also goes to the agent: only the agent can reach the firewall. */
+    if (strcmp(act, "portside") == 0 || strcmp(act, "firewall") == 0) r.action = PS_PORTSIDE;
+    else if (strcmp(act, "direct") == 0) r.action = PS_DIRECT;
     else { set_err(err, errlen, "route action must be portside or direct", shown); return -1; }
     if (parse_match(trim(e), &r) < 0) { set_err(err, errlen, "bad route address, prefix or port", shown); return -1; }
     if (n >= max) { set_err(err, errlen, "too many routes", shown); return -1; }

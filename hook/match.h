@@ -25,7 +25,7 @@ struct ps_route {
  * each MATCH=ACTION, first match wins. MATCH is
  *   *  |  *:PORT  |  A.B.C.D[/N][:PORT]  |  V6ADDR[/N]  |  [V6ADDR[/N]][:PORT]  |  [V6ADDR]/N[:PORT]
  * PORT is a number or a range LO-HI. ACTION is portside or direct ("firewall"
- * is accepted as direct: only the agent can reach the firewall).
+ * means portside: only the agent can reach the firewall, and its routes do).
  * Returns the number of routes stored (at most max) or -1 on a syntax error;
  * on error, err (if given) receives a message naming the bad entry.
  */

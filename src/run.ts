@@ -101,9 +101,10 @@ export function checkNumericMatch(m: string): void {
 
 function parseAction(a: string, what: string): RouteAction {
   const v = a.trim();
-  if (v === 'portside') return 'portside';
-  // The hook cannot reach the firewall itself; only connections sent to the agent can use it.
-  if (v === 'direct' || v === 'firewall') return 'direct';
+  // The hook cannot reach the firewall itself: a connection meant to go through the firewall
+  // goes to the agent, whose own routes (the same client.yaml) send it on via the firewall.
+  if (v === 'portside' || v === 'firewall') return 'portside';
+  if (v === 'direct') return 'direct';
   throw routeError(what, `action must be portside, firewall or direct, not '${v}'`);
 }
 
@@ -132,6 +133,11 @@ export async function resolveConfigRoute(
     return [{ match: r.match.trim(), action }];
   }
   if (prefix !== undefined) throw routeError(r.match, 'a host name takes no prefix');
+  if (host.includes('*')) {
+    // A program's connect() carries an address, never a name: a name pattern cannot apply.
+    warn(`route '${r.match}' is a host name pattern: the hook sees addresses only, so portside run ignores it`);
+    return [];
+  }
   if (port !== undefined) checkPorts(port, r.match);
   let addrs: string[];
   try {
@@ -145,6 +151,10 @@ export async function resolveConfigRoute(
 async function resolveAll(host: string): Promise<string[]> {
   return (await lookup(host, { all: true })).map((a) => a.address);
 }
+
+let warn = (msg: string): void => { process.stderr.write(`portside: warning: ${msg}\n`); };
+/** For tests: collect warnings instead of printing them. */
+export function setWarn(f: (msg: string) => void): void { warn = f; }
 
 export function routesToEnv(routes: HookRoute[]): string {
   return routes.map((r) => `${r.match}=${r.action}`).join(';');
@@ -214,12 +224,16 @@ export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = proces
       `the socket hook is not built (${hook} is missing): run \`npm run build:hook\` in the portside package (needs cc and make)`,
     );
   }
-  const cfg = o.config ? readClientConfig(o.config) : { socks: undefined, routes: [] };
+  const cfg = o.config ? readClientConfig(o.config) : undefined;
+  if (cfg && !cfg.socks && !o.socks) {
+    throw new PortsideError('PS_ERR_CONFIG', `${o.config}: no socks5: address; portside run needs the agent's local SOCKS5 server (or give --socks)`);
+  }
   const routes: HookRoute[] = (o.route ?? []).map(parseRouteOption);
-  for (const r of cfg.routes) routes.push(...(await resolveConfigRoute(r)));
-  // Nothing configured: send everything to the agent, whose own routes then decide.
-  if (routes.length === 0) routes.push({ match: '*', action: 'portside' });
-  const socks = await resolveSocks(o.socks ?? cfg.socks ?? DEFAULT_SOCKS);
+  for (const r of cfg?.routes ?? []) routes.push(...(await resolveConfigRoute(r)));
+  // With a client config, what no route matches goes to the agent, as in the agent itself;
+  // with nothing configured at all, everything goes to the agent, whose routes then decide.
+  if (cfg || routes.length === 0) routes.push({ match: '*', action: 'portside' });
+  const socks = await resolveSocks(o.socks ?? cfg?.socks ?? DEFAULT_SOCKS);
   const preload = env.LD_PRELOAD ? `${hook} ${env.LD_PRELOAD}` : hook;
   const out: NodeJS.ProcessEnv = {
     ...env,
@@ -291,7 +305,7 @@ export function registerRunCommand(program: Command): void {
     .option('--socks <host:port>', `the agent's SOCKS5 address (default: config socks5:, else ${DEFAULT_SOCKS})`)
     .option(
       '--route <match=action>',
-      'route, first match wins: ADDR[/N][:PORT]=portside|direct, [V6ADDR/N]:PORT=..., *=...; repeatable, before config routes',
+      'route, first match wins: ADDR[/N][:PORT]=portside|direct, [V6ADDR/N]:PORT=..., *=...; repeatable, before config routes; unmatched: direct (with --config: the agent)',
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )

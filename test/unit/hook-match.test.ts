@@ -127,10 +127,10 @@ describe('hook route matching (hook/match.c)', () => {
     expect(v6.actions).toEqual({ '[2001:db8::1]:80': 'portside', '1.2.3.4:80': 'direct' });
   });
 
-  it('accepts spaces, commas and newlines between entries and firewall as direct', () => {
-    const { routes, actions } = decide(' 10.0.0.1 = firewall , 10.0.0.0/8=portside\n*=direct ', ['10.0.0.1:80', '10.0.0.2:80']);
+  it('accepts spaces, commas and newlines between entries, and firewall meaning the agent', () => {
+    const { routes, actions } = decide(' 10.0.0.1 = direct , 10.0.0.0/8=firewall\n*=direct ', ['10.0.0.1:80', '10.0.0.2:80', '11.0.0.1:80']);
     expect(routes).toBe(3);
-    expect(actions).toEqual({ '10.0.0.1:80': 'direct', '10.0.0.2:80': 'portside' });
+    expect(actions).toEqual({ '10.0.0.1:80': 'direct', '10.0.0.2:80': 'portside', '11.0.0.1:80': 'direct' });
   });
 
   it('refuses bad entries with a message naming the entry', () => {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PortsideError } from '../../src/errors.js';
 import {
-  buildRunEnv, hookPath, parseRouteOption, readClientConfig, resolveConfigRoute, resolveSocks, routesToEnv,
+  buildRunEnv, hookPath, parseRouteOption, readClientConfig, resolveConfigRoute, resolveSocks, routesToEnv, setWarn,
 } from '../../src/run.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portside-run-'));
@@ -21,12 +21,12 @@ function codeOf(f: () => unknown): string | undefined {
 }
 
 describe('portside run: routes', () => {
-  it('parses --route MATCH=ACTION in the hook syntax, firewall meaning direct', () => {
+  it('parses --route MATCH=ACTION in the hook syntax, firewall meaning the agent', () => {
     expect(parseRouteOption('10.201.2.0/24=portside')).toEqual({ match: '10.201.2.0/24', action: 'portside' });
     expect(parseRouteOption('10.0.0.0/8:21=portside')).toEqual({ match: '10.0.0.0/8:21', action: 'portside' });
     expect(parseRouteOption('[2001:db8::/32]:20-21=direct')).toEqual({ match: '[2001:db8::/32]:20-21', action: 'direct' });
     expect(parseRouteOption('2001:db8::/32=portside').match).toBe('2001:db8::/32');
-    expect(parseRouteOption('*:443=firewall')).toEqual({ match: '*:443', action: 'direct' });
+    expect(parseRouteOption('*:443=firewall')).toEqual({ match: '*:443', action: 'portside' });
   });
 
   it('refuses bad routes with PS_ERR_CONFIG and a message naming the route', () => {
@@ -44,11 +44,24 @@ describe('portside run: routes', () => {
       { match: '10.201.2.21:21', action: 'portside' },
       { match: '[fd00::21]:21', action: 'portside' },
     ]);
-    expect(await resolveConfigRoute({ match: '10.0.0.0/8', via: 'firewall' }, fake)).toEqual([{ match: '10.0.0.0/8', action: 'direct' }]);
+    // The agent takes firewall routes on through the firewall; the hook only gets them there.
+    expect(await resolveConfigRoute({ match: '10.0.0.0/8', via: 'firewall' }, fake)).toEqual([{ match: '10.0.0.0/8', action: 'portside' }]);
+    expect(await resolveConfigRoute({ match: '[fd00::]/8:21', via: 'direct' }, fake)).toEqual([{ match: '[fd00::]/8:21', action: 'direct' }]);
     await expect(resolveConfigRoute({ match: 'ftp.intra/24', via: 'portside' }, fake)).rejects.toThrow(/host name takes no prefix/);
     await expect(
       resolveConfigRoute({ match: 'nowhere', via: 'portside' }, async () => { throw new Error('ENOTFOUND'); }),
     ).rejects.toThrow(/cannot resolve 'nowhere'/);
+  });
+
+  it('ignores host name patterns with a warning: connect() sees addresses only', async () => {
+    const warnings: string[] = [];
+    setWarn((m) => warnings.push(m));
+    try {
+      expect(await resolveConfigRoute({ match: '*.intra:21', via: 'direct' }, async () => ['10.0.0.1'])).toEqual([]);
+    } finally {
+      setWarn((m) => process.stderr.write(`portside: warning: ${m}\n`));
+    }
+    expect(warnings).toEqual(["route '*.intra:21' is a host name pattern: the hook sees addresses only, so portside run ignores it"]);
   });
 
   it('joins routes for PORTSIDE_ROUTES in order', () => {
@@ -96,12 +109,13 @@ describe('portside run: client config', () => {
 describe('portside run: environment', () => {
   const base = { PATH: process.env.PATH, PORTSIDE_HOOK_PATH: fakeHook };
 
-  it('preloads the hook and passes agent and routes, --route before config routes', async () => {
-    const cfg = file('run.yaml', 'socks5: 127.0.0.1:11080\nroutes:\n  - { match: "10.0.0.0/8", via: portside }\n');
+  it('preloads the hook and passes agent and routes, --route before config routes, then the agent default', async () => {
+    const cfg = file('run.yaml', 'socks5: 127.0.0.1:11080\nroutes:\n  - { match: "10.0.0.0/8", via: portside }\n  - { match: "192.168.0.0/16", via: direct }\n');
     const env = await buildRunEnv({ config: cfg, route: ['10.1.0.0/16=direct'], debug: true }, base);
     expect(env.LD_PRELOAD).toBe(fakeHook);
     expect(env.PORTSIDE_SOCKS).toBe('127.0.0.1:11080');
-    expect(env.PORTSIDE_ROUTES).toBe('10.1.0.0/16=direct;10.0.0.0/8=portside');
+    // As in the agent, no match means portside: the agent decides with the same routes.
+    expect(env.PORTSIDE_ROUTES).toBe('10.1.0.0/16=direct;10.0.0.0/8=portside;192.168.0.0/16=direct;*=portside');
     expect(env.PORTSIDE_HOOK_DEBUG).toBe('1');
     expect(env.PATH).toBe(process.env.PATH);
   });
@@ -112,6 +126,17 @@ describe('portside run: environment', () => {
     expect(env.PORTSIDE_SOCKS).toBe('127.0.0.1:3333');
     expect(env.LD_PRELOAD).toBe(`${fakeHook} /lib/other.so`);
     expect(env.PORTSIDE_HOOK_DEBUG).toBeUndefined();
+  });
+
+  it('--route alone leaves unmatched destinations direct', async () => {
+    const env = await buildRunEnv({ route: ['10.0.0.0/8=portside'] }, base);
+    expect(env.PORTSIDE_ROUTES).toBe('10.0.0.0/8=portside');
+  });
+
+  it('needs the agent address: a client config without socks5: is an error unless --socks is given', async () => {
+    const cfg = file('nosocks.yaml', 'routes:\n  - { match: "10.0.0.0/8", via: portside }\n');
+    await expect(buildRunEnv({ config: cfg }, base)).rejects.toThrow(/no socks5: address; portside run needs the agent's local SOCKS5 server/);
+    expect((await buildRunEnv({ config: cfg, socks: '127.0.0.1:2000' }, base)).PORTSIDE_SOCKS).toBe('127.0.0.1:2000');
   });
 
   it('with no routes at all sends everything to the agent on the default address', async () => {
