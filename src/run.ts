@@ -245,25 +245,29 @@ export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = proces
   return out;
 }
 
-function agentReachable(hostPort: string, timeoutMs = 1000): Promise<boolean> {
+/** Does a SOCKS5 server without authentication answer at hostPort? (greeting only) */
+function agentAnswers(hostPort: string, timeoutMs = 1000): Promise<boolean> {
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hostPort)!;
   return new Promise((resolve) => {
     const s = net.connect({ host: m[1], port: Number(m[2]) });
+    let got = Buffer.alloc(0);
     const done = (ok: boolean) => { s.destroy(); resolve(ok); };
     s.setTimeout(timeoutMs, () => done(false));
-    s.once('connect', () => done(true));
+    s.once('connect', () => s.write(Buffer.of(5, 1, 0)));
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 2) done(got[0] === 5 && got[1] === 0);
+    });
     s.once('error', () => done(false));
+    s.once('close', () => done(false));
   });
 }
 
 /** Spawn the program with the hook; resolves with the exit status to use. */
 export async function runProgram(program: string, args: string[], o: RunOptions): Promise<number> {
   const env = await buildRunEnv(o);
-  if (env.PORTSIDE_ROUTES!.includes('=portside') && !(await agentReachable(env.PORTSIDE_SOCKS!))) {
-    process.stderr.write(
-      `portside: warning: no agent answers at ${env.PORTSIDE_SOCKS} (start \`portside client\`); ` +
-        'connections routed to portside will be refused\n',
-    );
+  if (env.PORTSIDE_ROUTES!.includes('=portside') && !(await agentAnswers(env.PORTSIDE_SOCKS!))) {
+    warn(`no agent answers at ${env.PORTSIDE_SOCKS} (start \`portside client\` with socks5: there); connections routed to portside will be refused`);
   }
   const child = spawn(program, args, { stdio: 'inherit', env });
   // The terminal already sends SIGINT/SIGQUIT to the whole group, the program included:
