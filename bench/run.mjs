@@ -7,6 +7,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as proc from './lib/proc.mjs';
 import { paths } from './lib/paths.mjs';
+import { measureFtp, renderFtp } from './lib/ftp.mjs';
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = dirname(benchDir);
@@ -14,10 +15,13 @@ const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 
 // ---------- options ----------
+// sections that are not rows of the paths table but are chosen the same way
+const SECTIONS = ['ftp'];
+const names = [...paths.map((p) => p.name), ...SECTIONS];
 const HELP = `usage: node bench/run.mjs [options]      (npm run bench -- [options])
   --quick              128 MiB streams, 2 000 idle connections, fewer samples
-  --only a,b           run only these paths (names: ${paths.map((p) => p.name).join(', ')})
-  --skip a,b           skip these paths
+  --only a,b           run only these paths (names: ${names.join(', ')})
+  --skip a,b           skip these paths (\`ftp\` is the FTP section: vsftpd + curl RETR)
   --size MiB           bytes per throughput run (default 1024, quick 128)
   --samples N          single-stream throughput runs per path (default 3, quick 2)
   --conns N            idle connections for the memory figure (default 10000, quick 2000)
@@ -57,7 +61,7 @@ function parseArgs(argv) {
   o.warmup = o.quick ? 200 : 500;
   o.cpsSeconds ??= o.quick ? 2 : 5;
   for (const n of [...(o.only ?? []), ...o.skip]) {
-    if (!paths.some((p) => p.name === n)) throw new Error(`unknown path ${n}; known: ${paths.map((p) => p.name).join(', ')}`);
+    if (!names.includes(n)) throw new Error(`unknown path ${n}; known: ${names.join(', ')}`);
   }
   return o;
 }
@@ -149,18 +153,7 @@ function hasBinary(b) {
 // ---------- one path ----------
 async function measurePath(path, targetPort, tmp) {
   const r = { name: path.name, label: path.label, metrics: {}, errors: {} };
-  const dir = join(tmp, path.name);
-  mkdirSync(dir, { recursive: true });
-  const started = [];
-  const ctx = {
-    root, benchDir, dir, targetPort, options: opts,
-    logPath: (name) => join(dir, `${name}.log`),
-    start(cmd, args, name, onLine) {
-      const c = proc.start(cmd, args, { logFile: join(dir, `${name}.log`), onLine, cwd: dir });
-      started.push(c.pid);
-      return c;
-    },
-  };
+  const { ctx, started } = rowContext(join(tmp, path.name), targetPort);
   let setup;
   const lg = new LoadGen();
   try {
@@ -232,11 +225,46 @@ async function measurePath(path, targetPort, tmp) {
   } finally {
     await lg.stop();
     try { await setup?.teardown?.(); } catch (e) { log(`${path.name} teardown: ${e.message}`); }
-    for (const pid of [...started].reverse()) await proc.stop(pid); // last started (e.g. inside relay) first
-    const left = started.flatMap((p) => proc.tree(p));
-    if (left.length) log(`${path.name}: processes still alive after teardown: ${left.join(' ')}`);
+    await stopStarted(path.name, started);
   }
   return r;
+}
+
+/** A fresh dir and a start() whose processes are stopped by stopStarted(). */
+function rowContext(dir, targetPort) {
+  mkdirSync(dir, { recursive: true });
+  const started = [];
+  const ctx = {
+    root, benchDir, dir, targetPort, options: opts,
+    logPath: (name) => join(dir, `${name}.log`),
+    start(cmd, args, name, onLine) {
+      const c = proc.start(cmd, args, { logFile: join(dir, `${name}.log`), onLine, cwd: dir });
+      started.push(c.pid);
+      return c;
+    },
+  };
+  return { ctx, started };
+}
+
+async function stopStarted(name, started) {
+  for (const pid of [...started].reverse()) await proc.stop(pid); // last started (e.g. inside relay) first
+  const left = started.flatMap((p) => proc.tree(p));
+  if (left.length) log(`${name}: processes still alive after teardown: ${left.join(' ')}`);
+}
+
+/** The FTP section (lib/ftp.mjs): its own vsftpd and relays, stopped afterwards. */
+async function runFtp(tmp) {
+  const { ctx, started } = rowContext(join(tmp, 'ftp'), null);
+  try {
+    const missing = ['vsftpd', 'curl'].filter((b) => !hasBinary(b));
+    if (missing.length) throw new Error(`not installed: ${missing.join(', ')}`);
+    return await measureFtp(ctx, { log, median });
+  } catch (e) {
+    log(`ftp: ${e.message}`);
+    return { bytes: opts.bytes, samples: opts.samples, error: e.message, modes: [] };
+  } finally {
+    await stopStarted('ftp', started);
+  }
 }
 
 function median(xs) {
@@ -262,14 +290,14 @@ function ratio(v, base) {
   return `${(v / base).toFixed(2)}×`;
 }
 
-function renderMarkdown(results, meta) {
+function renderMarkdown(results, meta, ftp) {
   const direct = results.find((r) => r.name === 'direct');
   const sshL = results.find((r) => r.name === 'ssh-L');
   const out = [];
   out.push('# portside benchmark', '');
   out.push(`${meta.date} · ${meta.cpus} × ${meta.cpuModel} · Linux ${meta.kernel} · Node ${meta.node} · ${meta.quick ? '**quick** run' : 'full run'}`);
   out.push(`Streams: ${(meta.bytes / MiB).toFixed(0)} MiB per run, ${meta.samples} one-stream sample(s) (median); ping-pong ${meta.pings} round trips after ${meta.warmup} warm-up; sequential connections for ${meta.cpsSeconds} s; idle memory at ${meta.idleConns} connections. All on loopback.`, '');
-  for (const m of METRICS) {
+  for (const m of results.length ? METRICS : []) { // none when only the FTP section runs
     out.push(`## ${m.title} (${m.unit}, ${m.better} is better)`, '');
     const hasExtra = !!m.extra;
     out.push(`| path | ${m.unit} | × direct | × ssh -L |${m.added ? ' added over direct |' : ''}${hasExtra ? ' note |' : ''}`);
@@ -289,13 +317,22 @@ function renderMarkdown(results, meta) {
     }
     out.push('');
   }
+  if (ftp) {
+    const ps = results.find((r) => r.name === 'portside');
+    const raw = ps?.metrics.single?.gbps ?? null;
+    const note = !ps ? 'the `portside` row was skipped, so no ratio' : `the \`portside\` row's one-stream test failed: ${oneLine(ps.error ?? ps.errors.single ?? '?')}`;
+    if (ftp.error && !ftp.modes.length) out.push(`## FTP ${(ftp.bytes / MiB).toFixed(0)} MiB RETR`, '', `**error**: ${oneLine(ftp.error)}`, '');
+    else out.push(renderFtp(ftp, raw, note));
+  }
   const failed = results.filter((r) => r.error || Object.keys(r.errors).length);
-  if (failed.length) {
+  const ftpFailed = ftp ? (ftp.modes.length ? ftp.modes.filter((m) => m.error) : [{ label: 'all modes', error: ftp.error }]).filter((m) => m.error) : [];
+  if (failed.length || ftpFailed.length) {
     out.push('## Errors', '');
     for (const r of failed) {
       if (r.error) out.push(`- **${r.label}**: ${oneLine(r.error)}`);
       for (const [k, v] of Object.entries(r.errors)) out.push(`- **${r.label}** (${k}): ${oneLine(v)}`);
     }
+    for (const m of ftpFailed) out.push(`- **FTP ${m.label}**: ${oneLine(m.error)}`);
     out.push('');
   }
   return out.join('\n');
@@ -308,7 +345,8 @@ const oneLine = (s) => String(s).replace(/\s+/g, ' ').replace(/\|/g, '\\|').slic
 async function main() {
   const tmp = mkdtempSync(join(tmpdir(), 'portside-bench-'));
   const selected = paths.filter((p) => (!opts.only || opts.only.includes(p.name)) && !opts.skip.includes(p.name));
-  log(`temp dir ${tmp}; paths: ${selected.map((p) => p.name).join(', ')}`);
+  const ftpOn = (!opts.only || opts.only.includes('ftp')) && !opts.skip.includes('ftp');
+  log(`temp dir ${tmp}; paths: ${selected.map((p) => p.name).join(', ')}${ftpOn ? '; then the FTP section' : ''}`);
   const target = forkHelper('target.mjs');
   const targetPort = await new Promise((resolve, reject) => {
     target.once('message', (m) => resolve(m.port));
@@ -322,6 +360,13 @@ async function main() {
     log(`${p.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
   await proc.stop(target.pid, 1000);
+  let ftp = null;
+  if (ftpOn) {
+    log('--- ftp');
+    const t0 = Date.now();
+    ftp = await runFtp(tmp);
+    log(`ftp done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
 
   const meta = {
     date: new Date().toISOString(),
@@ -330,10 +375,10 @@ async function main() {
     cpsSeconds: opts.cpsSeconds, idleConns, requestedIdleConns: opts.conns,
     nofile: lim, ssh: safe(() => execFileSync('ssh', ['-V'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim() || undefined) ?? safe(() => spawnSync('ssh', ['-V']).stderr.toString().trim()),
   };
-  const md = renderMarkdown(results, meta);
+  const md = renderMarkdown(results, meta, ftp);
   mkdirSync(opts.out, { recursive: true });
   writeFileSync(join(opts.out, 'latest.md'), md + '\n');
-  writeFileSync(join(opts.out, 'latest.json'), JSON.stringify({ meta, results }, null, 2) + '\n');
+  writeFileSync(join(opts.out, 'latest.json'), JSON.stringify({ meta, results, ftp }, null, 2) + '\n');
   console.log(md);
   log(`wrote ${join(opts.out, 'latest.md')} and latest.json`);
 

@@ -68,8 +68,11 @@ function portsideCli(ctx) {
   return cli;
 }
 
-/** outside + inside relays per CONTEXT.md; optional SOCKS5 firewall address. */
-async function startPortside(ctx, firewall) {
+/**
+ * outside + inside relays per CONTEXT.md; optional SOCKS5 firewall address.
+ * `service` overrides the one service: { target (port), rules (e.g. 'ftp'), rulesDir }.
+ */
+export async function startPortside(ctx, firewall, service = {}) {
   const cli = portsideCli(ctx);
   const d = ctx.dir;
   const keyFile = join(d, 'bench.key');
@@ -97,7 +100,8 @@ async function startPortside(ctx, firewall) {
     'services:',
     '  - name: bench',
     `    listen: 127.0.0.1:${servicePort}`,
-    `    target: 127.0.0.1:${ctx.targetPort}`,
+    `    target: 127.0.0.1:${service.target ?? ctx.targetPort}`,
+    ...(service.rules ? [`    rules: ${service.rules}`, `rules_dir: ${service.rulesDir ?? join(ctx.root, 'rules')}`] : []),
     `log_level: ${lvl}`,
     '',
   ].join('\n'));
