@@ -182,7 +182,7 @@ export function renderFtp(ftp, rawGbps, rawNote) {
   for (const m of ftp.modes) {
     if (m.error) { out.push(`| ${m.label} | **error**: ${oneLine(m.error)} | | | |`); continue; }
     const direct = ftp.modes.find((d) => d.via === 'direct' && d.active === m.active);
-    out.push(`| ${m.label} | ${m.gbps.toFixed(2)} | ${m.via === 'direct' ? '—' : r(m.gbps, direct?.gbps)} | ${r(m.gbps, rawGbps)} | ${m.cpuPerGiB == null ? 'no relay' : m.cpuPerGiB.toFixed(2)} |`);
+    out.push(`| ${m.label} | ${m.gbps.toFixed(2)} | ${m.via === 'direct' ? '—' : r(m.gbps, direct?.gbps)} | ${m.via === 'direct' ? '—' : r(m.gbps, rawGbps)} | ${m.cpuPerGiB == null ? 'no relay' : m.cpuPerGiB.toFixed(2)} |`);
   }
   out.push('');
   if (rawGbps != null) {
