@@ -70,7 +70,9 @@ function portsideCli(ctx) {
 
 /**
  * outside + inside relays per CONTEXT.md; optional SOCKS5 firewall address.
- * `service` overrides the one service: { target (port), rules (e.g. 'ftp'), rulesDir }.
+ * `service` overrides the one service: { target (port), rules (e.g. 'ftp'), rulesDir },
+ * or with { none: true, outsideExtra, insideExtra } there is no service (extra config
+ * lines instead) and setup waits for `session.established`.
  */
 export async function startPortside(ctx, firewall, service = {}) {
   const cli = portsideCli(ctx);
@@ -89,6 +91,7 @@ export async function startPortside(ctx, firewall, service = {}) {
     '  hosts: [127.0.0.1]',
     '  ports: ["1024-65535"]',
     '  from: ["127.0.0.0/8"]',
+    ...(service.outsideExtra ?? []),
     `log_level: ${lvl}`,
     '',
   ].join('\n'));
@@ -97,11 +100,14 @@ export async function startPortside(ctx, firewall, service = {}) {
     `key_file: ${keyFile}`,
     `outside: 127.0.0.1:${outsidePort}`,
     ...(firewall ? ['firewall:', `  socks5: 127.0.0.1:${firewall}`] : []),
-    'services:',
-    '  - name: bench',
-    `    listen: 127.0.0.1:${servicePort}`,
-    `    target: 127.0.0.1:${service.target ?? ctx.targetPort}`,
+    ...(service.none ? [] : [
+      'services:',
+      '  - name: bench',
+      `    listen: 127.0.0.1:${servicePort}`,
+      `    target: 127.0.0.1:${service.target ?? ctx.targetPort}`,
+    ]),
     ...(service.rules ? [`    rules: ${service.rules}`, `rules_dir: ${service.rulesDir ?? join(ctx.root, 'rules')}`] : []),
+    ...(service.insideExtra ?? []),
     `log_level: ${lvl}`,
     '',
   ].join('\n'));
@@ -143,13 +149,60 @@ export async function startPortside(ctx, firewall, service = {}) {
   const insideDied = exited('inside', inside);
   insideDied.catch(() => {});
   await within(Promise.race([
-    infoLogged
-      ? waitEvent('service.listening', (ev) => Number(ev.port) === servicePort)
-      : waitPort(servicePort, { timeoutMs: 20000 }),
+    service.none
+      ? waitEvent('session.established', () => true) // needs info; the client row forces it
+      : infoLogged
+        ? waitEvent('service.listening', (ev) => Number(ev.port) === servicePort)
+        : waitPort(servicePort, { timeoutMs: 20000 }),
     outsideDied,
     insideDied,
-  ]), 20000, 'service.listening');
-  return { port: servicePort, pids: [outside.pid, inside.pid] };
+  ]), 20000, service.none ? 'session.established' : 'service.listening');
+  return { port: servicePort, pids: [outside.pid, inside.pid], outsidePid: outside.pid };
+}
+
+/**
+ * Issue 4's chain: `portside client` agent (a local forward) → the outside relay's client
+ * port (one TLS 1.3 connection per carried connection, fresh X25519 each: per-connection
+ * keys; users-file authentication) → session → inside relay (`reach:`) → target.
+ */
+async function startPortsideClient(ctx) {
+  const cli = portsideCli(ctx);
+  const d = ctx.dir;
+  const run = (args, env) => execFileSync(process.execPath, [cli, ...args], { stdio: 'pipe', env: { ...process.env, ...env } }).toString().trim();
+  const fingerprint = run(['keygen', '--cert', '--out-cert', join(d, 'client-port.pem'), '--out-key', join(d, 'client-port.key')]);
+  const password = 'bench-' + Math.random().toString(36).slice(2);
+  run(['passwd', '--file', join(d, 'users'), 'bench'], { PORTSIDE_PASSWORD: password });
+  const clientPort = await freePort();
+  // the session events the setup waits for are logged at info
+  const lvl = ['trace', 'debug', 'info'].includes(ctx.options.portsideLogLevel) ? ctx.options.portsideLogLevel : 'info';
+  const ps = await startPortside({ ...ctx, options: { ...ctx.options, portsideLogLevel: lvl } }, null, {
+    none: true,
+    outsideExtra: [
+      'clients:',
+      `  listen: 127.0.0.1:${clientPort}`,
+      `  cert_file: ${join(d, 'client-port.pem')}`,
+      `  key_file: ${join(d, 'client-port.key')}`,
+      '  auth: users',
+      `  users_file: ${join(d, 'users')}`,
+      '  allow:',
+      `    destinations: ["127.0.0.1:${ctx.targetPort}"]`,
+    ],
+    insideExtra: ['reach: ["127.0.0.1/32"]'],
+  });
+  const forwardPort = await freePort();
+  writeFileSync(join(d, 'client.yaml'), [
+    `outside: 127.0.0.1:${clientPort}`,
+    `outside_fingerprint: "${fingerprint}"`,
+    'username: bench',
+    `password: ${password}`,
+    'forwards:',
+    `  - {listen: "127.0.0.1:${forwardPort}", to: "127.0.0.1:${ctx.targetPort}"}`,
+    `log_level: ${ctx.options.portsideLogLevel}`,
+    '',
+  ].join('\n'));
+  const agent = ctx.start(process.execPath, [cli, 'client', '--config', join(d, 'client.yaml')], 'agent');
+  await waitPort(forwardPort, { child: agent, timeoutMs: 20000 });
+  return { port: forwardPort, pids: [agent.pid, ...ps.pids] };
 }
 
 export const paths = [
@@ -241,6 +294,13 @@ export const paths = [
     label: 'portside',
     async setup(ctx) {
       return startPortside(ctx, null);
+    },
+  },
+  {
+    name: 'portside-client',
+    label: 'portside client agent → outside → inside',
+    async setup(ctx) {
+      return startPortsideClient(ctx);
     },
   },
   {
