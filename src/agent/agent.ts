@@ -93,7 +93,7 @@ export class ClientAgent {
     });
   }
 
-  /** Open a connection to host:port the way the routes say. */
+  /** Open a connection to host:port the way the routes say (the socket comes back paused). */
   async open(host: string, port: number): Promise<{ sock: net.Socket; via: Via }> {
     const via = routeFor(this.cfg.routes, host, port);
     const target = joinHostPort(host, port);

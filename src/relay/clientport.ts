@@ -102,6 +102,11 @@ export class ClientPort {
       handshakeTimeout: this.cfg.handshake_timeout_ms,
     });
     this.server = server;
+    // Track the TCP connections (not only the TLS ones) so stop() can end half-open handshakes too.
+    server.on('connection', (raw: net.Socket) => {
+      this.sockets.add(raw);
+      raw.on('close', () => this.sockets.delete(raw));
+    });
     server.on('secureConnection', (s: tls.TLSSocket) => this.onAgent(s));
     server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
       this.log.warn({ event: 'client.rejected', code: ErrorCode.TLS, remote: s.remoteAddress, reason: err.message }, 'agent TLS handshake failed');
@@ -123,8 +128,6 @@ export class ClientPort {
   }
 
   private onAgent(sock: tls.TLSSocket): void {
-    this.sockets.add(sock);
-    sock.on('close', () => this.sockets.delete(sock));
     sock.setNoDelay(true);
     const agent = sock.remoteAddress ?? '?';
     const log = this.log.child({ agent: joinHostPort(agent, sock.remotePort ?? 0) });
