@@ -24,7 +24,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import type { InsideRelay, ServiceSpec } from './inside.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
-import { holdStream, pipeStream } from './pipe.js';
+import { holdStream, pipeStream, type HeldData } from './pipe.js';
 
 // ---------------------------------------------------------------- shared
 
@@ -99,7 +99,7 @@ export function attachDynamicInside(relay: InsideRelay): void {
       for (const w of listenWaits.values()) w.resolve({ id: 0, ok: false, code: ErrorCode.SESSION_CLOSED, error: 'session closed' });
       listenWaits.clear();
     },
-    onServiceConnected: (session, service, stream, sock) => {
+    onServiceConnected: (session, service, stream, sock, held) => {
       const rules = service.rules ? ruleSets.get(service.rules) : undefined;
       if (!rules) return false;
       const requestListen = (control: number, target: { host: string; port: number }, timeoutMs: number): Promise<ListenRsp> => {
@@ -113,7 +113,7 @@ export function attachDynamicInside(relay: InsideRelay): void {
         const timer = setTimeout(() => { passive.delete(id); done(); }, timeoutMs + 1000);
         passive.set(id, { host, port, timer, done });
       };
-      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, service, rules, stream, sock, requestListen, expectPassive).start();
+      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, service, rules, stream, sock, requestListen, expectPassive).start(held);
       return true;
     },
   };
@@ -153,7 +153,7 @@ class InsideControl {
     this.client = typeof c === 'string' ? c : undefined;
   }
 
-  start(): void {
+  start(held?: HeldData): void {
     const { stream, sock } = this;
     sock.setNoDelay(true);
     stream.ondata = (buf) => {
@@ -184,6 +184,11 @@ class InsideControl {
       if (this.serverEnded && stream.remoteEnded) this.log.debug({ event: 'stream.closed', result: 'OK' }, 'control connection closed');
       else this.kill(Result.CANCELLED, 'server connection closed');
     });
+    if (held) {
+      // Replay what the client sent before the server connection existed.
+      for (const b of held.bufs) stream.ondata(b);
+      if (held.ended) stream.onend();
+    }
     if (sock.isPaused()) sock.resume();
   }
 

@@ -11,7 +11,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
-import { pipeStream } from './pipe.js';
+import { holdStream, pipeStream, type HeldData } from './pipe.js';
 import { channelBinding, clientOptions } from './tls.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 
@@ -24,7 +24,7 @@ export interface InsideExtension {
   /** May a stream to this target be opened even though no service names it? */
   allowsTarget?(host: string, port: number, stream: Stream): boolean;
   /** Take over piping a service connection (e.g. to inspect it); return true if taken. */
-  onServiceConnected?(session: Session, service: ServiceSpec, stream: Stream, sock: net.Socket): boolean;
+  onServiceConnected?(session: Session, service: ServiceSpec, stream: Stream, sock: net.Socket, held: HeldData): boolean;
   onControl?(session: Session, frame: Frame): void;
   onSessionClosed?(session: Session): void;
   /** A client agent's connection to a `reach` target: the service (rules) it is inspected as, if any. */
@@ -182,6 +182,8 @@ export class InsideRelay extends EventEmitter {
       session.answer(stream, Result.NOT_ALLOWED);
       return;
     }
+    // The client's first bytes may arrive before the server connection exists: keep them.
+    const held = holdStream(stream);
     const sock = net.connect({ host: stream.host, port: stream.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => sock.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), this.cfg.limits.connect_timeout_ms);
     stream.onreset = () => sock.destroy(); // the client left before we connected
@@ -197,8 +199,8 @@ export class InsideRelay extends EventEmitter {
       if (stream.state !== 'opening') { sock.destroy(); return; }
       session.answer(stream, Result.OK);
       log.debug({ event: 'stream.opened' }, 'connected to target');
-      if (service && this.extension.onServiceConnected?.(session, service, stream, sock)) return;
-      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'));
+      if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
+      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), held);
     });
   }
 }

@@ -21,6 +21,8 @@ export function sessionOverSocket(
   keepalive: { intervalMs: number; timeoutMs: number },
 ): Session {
   const session = new Session({
+    // Write at once when the transport is idle (latency); batch per loop turn when it is busy.
+    schedule: (fn) => (socket.writableLength > 0 ? setImmediate(fn) : queueMicrotask(fn)),
     ...opts,
     onWrite(chunks) {
       if (socket.destroyed) return;

@@ -35,7 +35,7 @@ export interface OutsideExtension {
   onControl?(peer: InsidePeer, frame: Frame): void;
   /** A service client connected; its stream is being opened. */
   onServiceClient?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket, opts?: ServiceClientOptions): void;
-  /** A service client's stream is open; return true to take over piping it. */
+  /** A service client's stream was just opened; return true to take over piping it. */
   onServiceStream?(peer: InsidePeer, service: InitData['services'][number], stream: Stream, sock: net.Socket): boolean;
   onPeerClosed?(peer: InsidePeer): void;
 }
@@ -232,26 +232,25 @@ export class OutsideRelay {
       return;
     }
     if (peer.session.closed) { sock.destroy(); return; }
-    // inside-connect.req (608): the inside relay connects to the server; we hold the client until it answers.
+    // inside-connect.req (608): the inside relay connects to the server. The client's first
+    // bytes travel right behind the request (within the window) and wait at the inside relay,
+    // which saves a round trip; a refusal closes the client's connection.
     // The client's address travels with the request so the inside relay can check notices against it.
     const stream = peer.session.open(svc.target.host, svc.target.port, Buffer.from(JSON.stringify({ client: sock.remoteAddress })));
     this.extension.onServiceClient?.(peer, svc, stream, sock);
-    const log = peer.log.child({ stream: stream.id, service: svc.name, client });
-    log.debug({ event: 'stream.opening' }, 'inside-connect.req');
-    const early = () => stream.reset(Result.CANCELLED);
-    sock.on('close', early);
+    const fields = { stream: stream.id, service: svc.name, client };
+    peer.log.debug({ ...fields, event: 'stream.opening' }, 'inside-connect.req');
     sock.on('error', () => {});
     stream.onopen = (result) => {
-      sock.off('close', early);
       if (result !== Result.OK) {
-        log.warn({ event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
+        peer.log.warn({ ...fields, event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
         sock.destroy();
         return;
       }
-      log.debug({ event: 'stream.opened' }, 'inside-connect.rsp OK');
-      if (this.extension.onServiceStream?.(peer, svc, stream, sock)) return;
-      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'));
+      peer.log.debug({ ...fields, event: 'stream.opened' }, 'inside-connect.rsp OK');
     };
+    if (this.extension.onServiceStream?.(peer, svc, stream, sock)) return;
+    pipeStream(stream, sock, (r, m) => peer.log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'));
   }
 
   private closePeer(peer: InsidePeer): void {

@@ -51,7 +51,8 @@ export function pipeStream(
     sock.uncork();
   };
   stream.ondata = (buf) => {
-    if (!corked) {
+    // An idle socket gets the bytes at once (latency); a busy one batches them.
+    if (!corked && sock.writableLength > 0) {
       corked = true;
       sock.cork();
       setImmediate(uncork);

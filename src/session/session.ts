@@ -95,6 +95,7 @@ export class Session {
     const id = this.nextId;
     this.nextId += 2;
     const s = new Stream(this, id, kind, host, port, this.windowSize);
+    s.local = true;
     this.streams.set(id, s);
     const addr = encodeAddress(host, port);
     const payload = extra ? Buffer.concat([addr, extra]) : addr;
@@ -232,7 +233,7 @@ export class Session {
       }
       case FrameType.FIN: {
         const s = this.streams.get(f.stream);
-        if (s && s.state === 'open' && !s.remoteEnded) s._remoteEnd();
+        if (s && s.receivable && !s.remoteEnded) s._remoteEnd();
         return;
       }
       case FrameType.RESET: {
@@ -296,7 +297,7 @@ export class Session {
   private onData(f: Frame): void {
     const s = this.streams.get(f.stream);
     if (!s) return; // a stream we already closed: its in-flight data is dropped
-    if (s.state !== 'open' || s.remoteEnded) throw new ProtocolError(`data on stream ${f.stream} that is not open`);
+    if (!s.receivable || s.remoteEnded) throw new ProtocolError(`data on stream ${f.stream} that is not open`);
     const n = f.payload.length;
     if (n > s.recvWindow) throw new FlowControlError(`stream ${f.stream} sent ${n} bytes beyond its window of ${s.recvWindow}`);
     s.recvWindow -= n;

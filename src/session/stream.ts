@@ -23,6 +23,23 @@ export class Stream {
   private finQueued = false;
   localEnded = false;
   remoteEnded = false;
+  /**
+   * We opened this stream. The opener may send data (and FIN) before the answer arrives,
+   * within the window: it saves a round trip for protocols where the client speaks first.
+   * The answering side holds that data until its connection exists.
+   */
+  local = false;
+
+  /** May data flow from us now? */
+  get sendable(): boolean {
+    return this.state === 'open' || (this.state === 'opening' && this.local);
+  }
+
+  /** May the peer send data to us now? */
+  get receivable(): boolean {
+    return this.state === 'open' || (this.state === 'opening' && !this.local);
+  }
+
   /** Bytes after the address in the open request (e.g. the data connection's expected peer). */
   extra: Buffer | undefined;
   /** Set once the stream ended; `result` says how. */
@@ -52,7 +69,7 @@ export class Stream {
   /** Queue application data. Returns false when the caller should stop reading its source until ondrain. */
   write(buf: Buffer): boolean {
     if (this.state === 'closed' || this.localEnded) return false;
-    if (this.pendingBytes > 0 || this.state !== 'open' || this.sendWindow === 0) {
+    if (this.pendingBytes > 0 || !this.sendable || this.sendWindow === 0) {
       this.pending.push(buf);
       this.pendingBytes += buf.length;
       return false;
@@ -72,7 +89,7 @@ export class Stream {
   end(): void {
     if (this.state === 'closed' || this.localEnded || this.finQueued) return;
     this.finQueued = true;
-    if (this.pendingBytes === 0 && this.state === 'open') this.sendFin();
+    if (this.pendingBytes === 0 && this.sendable) this.sendFin();
   }
 
   /** Abort the stream in both directions, telling the peer why. */
@@ -117,7 +134,7 @@ export class Stream {
 
   /** @internal send what the window and transport allow from the pending queue. */
   _flush(): void {
-    if (this.state !== 'open') return;
+    if (!this.sendable) return;
     while (this.pendingBytes > 0 && this.sendWindow > 0) {
       const head = this.pending[0];
       const rest = this.session._sendData(this, head);
