@@ -160,18 +160,75 @@ export async function startPortside(ctx, firewall, service = {}) {
   return { port: servicePort, pids: [outside.pid, inside.pid], outsidePid: outside.pid };
 }
 
+/** danted in the foreground; with `username`, SOCKS5 username/password against the system's users. */
+async function startDante(ctx, username) {
+  const d = ctx.dir;
+  const dport = await freePort();
+  writeFileSync(join(d, 'danted.conf'), [
+    `logoutput: ${join(d, 'dante.log')}`,
+    `internal: 127.0.0.1 port = ${dport}`,
+    'external: 127.0.0.1',
+    'clientmethod: none',
+    `socksmethod: ${username ? 'username' : 'none'}`,
+    'user.privileged: root', // username checks read /etc/shadow
+    'user.unprivileged: nobody',
+    'client pass {',
+    '  from: 127.0.0.0/8 to: 0.0.0.0/0',
+    '  log: error',
+    '}',
+    'socks pass {',
+    '  from: 127.0.0.0/8 to: 0.0.0.0/0',
+    '  command: connect',
+    '  log: error',
+    ...(username ? ['  socksmethod: username'] : []),
+    '}',
+    '',
+  ].join('\n'));
+  // foreground (no -D), so the PID we hold is danted's own
+  const dante = ctx.start('danted', ['-f', join(d, 'danted.conf'), '-p', join(d, 'danted.pid')], 'danted');
+  await waitPort(dport, { child: dante });
+  return { port: dport, pid: dante.pid };
+}
+
+/**
+ * A throw-away system user (no home, no shell) for danted's username method; removed by
+ * remove(), or at exit if the bench dies first. The only change the bench makes to the
+ * machine besides /run/sshd, and only for the portside-client-dante row.
+ */
+async function createSystemUser() {
+  const name = `psb${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  const password = `pw-${Math.random().toString(36).slice(2, 12)}`;
+  execFileSync('useradd', ['-M', '-N', '-s', '/usr/sbin/nologin', name], { stdio: 'pipe' });
+  let removed = false;
+  const remove = () => {
+    if (removed) return;
+    removed = true;
+    process.off('exit', remove);
+    try { execFileSync('userdel', [name], { stdio: 'pipe' }); } catch { /* already gone */ }
+  };
+  process.on('exit', remove);
+  try {
+    execFileSync('chpasswd', [], { input: `${name}:${password}\n`, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    remove();
+    throw e;
+  }
+  return { name, password, remove: async () => remove() };
+}
+
 /**
  * Issue 4's chain: `portside client` agent (a local forward) → the outside relay's client
  * port (one TLS 1.3 connection per carried connection, fresh X25519 each: per-connection
  * keys; users-file authentication) → session → inside relay (`reach:`) → target.
  */
-async function startPortsideClient(ctx) {
+async function startPortsideClient(ctx, firewall = null) {
   const cli = portsideCli(ctx);
   const d = ctx.dir;
   const run = (args, env) => execFileSync(process.execPath, [cli, ...args], { stdio: 'pipe', env: { ...process.env, ...env } }).toString().trim();
   const fingerprint = run(['keygen', '--cert', '--out-cert', join(d, 'client-port.pem'), '--out-key', join(d, 'client-port.key')]);
-  const password = 'bench-' + Math.random().toString(36).slice(2);
-  run(['passwd', '--file', join(d, 'users'), 'bench'], { PORTSIDE_PASSWORD: password });
+  const user = firewall?.user ?? 'bench';
+  const password = firewall?.password ?? 'bench-' + Math.random().toString(36).slice(2);
+  if (!firewall) run(['passwd', '--file', join(d, 'users'), user], { PORTSIDE_PASSWORD: password });
   const clientPort = await freePort();
   // the session events the setup waits for are logged at info
   const lvl = ['trace', 'debug', 'info'].includes(ctx.options.portsideLogLevel) ? ctx.options.portsideLogLevel : 'info';
@@ -182,8 +239,9 @@ async function startPortsideClient(ctx) {
       `  listen: 127.0.0.1:${clientPort}`,
       `  cert_file: ${join(d, 'client-port.pem')}`,
       `  key_file: ${join(d, 'client-port.key')}`,
-      '  auth: users',
-      `  users_file: ${join(d, 'users')}`,
+      ...(firewall
+        ? ['  auth: firewall', '  firewall:', `    socks5: 127.0.0.1:${firewall.port}`]
+        : ['  auth: users', `  users_file: ${join(d, 'users')}`]),
       '  allow:',
       `    destinations: ["127.0.0.1:${ctx.targetPort}"]`,
     ],
@@ -193,7 +251,7 @@ async function startPortsideClient(ctx) {
   writeFileSync(join(d, 'client.yaml'), [
     `outside: 127.0.0.1:${clientPort}`,
     `outside_fingerprint: "${fingerprint}"`,
-    'username: bench',
+    `username: ${user}`,
     `password: ${password}`,
     'forwards:',
     `  - {listen: "127.0.0.1:${forwardPort}", to: "127.0.0.1:${ctx.targetPort}"}`,
@@ -304,37 +362,31 @@ export const paths = [
     },
   },
   {
+    name: 'portside-client-dante',
+    label: 'portside client agent, firewall-delegated auth (incl. danted)',
+    needs: ['danted', 'useradd', 'userdel', 'chpasswd'],
+    async setup(ctx) {
+      portsideCli(ctx);
+      const user = await createSystemUser();
+      try {
+        const dante = await startDante(ctx, true);
+        const ps = await startPortsideClient(ctx, { port: dante.port, user: user.name, password: user.password });
+        return { port: ps.port, pids: [...ps.pids, dante.pid], teardown: user.remove };
+      } catch (e) {
+        user.remove();
+        throw e;
+      }
+    },
+  },
+  {
     name: 'portside-dante',
     label: 'portside via Dante (incl. danted)',
     needs: ['danted'],
     async setup(ctx) {
       portsideCli(ctx); // fail early, before starting Dante
-      const d = ctx.dir;
-      const dport = await freePort();
-      writeFileSync(join(d, 'danted.conf'), [
-        `logoutput: ${join(d, 'dante.log')}`,
-        `internal: 127.0.0.1 port = ${dport}`,
-        'external: 127.0.0.1',
-        'clientmethod: none',
-        'socksmethod: none',
-        'user.privileged: root',
-        'user.unprivileged: nobody',
-        'client pass {',
-        '  from: 127.0.0.0/8 to: 0.0.0.0/0',
-        '  log: error',
-        '}',
-        'socks pass {',
-        '  from: 127.0.0.0/8 to: 0.0.0.0/0',
-        '  command: connect',
-        '  log: error',
-        '}',
-        '',
-      ].join('\n'));
-      // foreground (no -D), so the PID we hold is danted's own
-      const dante = ctx.start('danted', ['-f', join(d, 'danted.conf'), '-p', join(d, 'danted.pid')], 'danted');
-      await waitPort(dport, { child: dante });
+      const { port: dport, pid } = await startDante(ctx, false);
       const ps = await startPortside(ctx, dport);
-      return { port: ps.port, pids: [...ps.pids, dante.pid] };
+      return { port: ps.port, pids: [...ps.pids, pid] };
     },
   },
 ];
