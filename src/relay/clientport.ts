@@ -240,6 +240,8 @@ export class ClientPort {
     sock.write(reply(Rep.SUCCEEDED));
     r.release();
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
+    // A TLS socket cannot send a TCP reset (Node throws); a reset stream closes it instead.
+    sock.resetAndDestroy = () => sock.destroy();
     pipeStream(stream, sock, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
   }
 
