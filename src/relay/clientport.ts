@@ -104,6 +104,7 @@ export class ClientPort {
     this.server = server;
     // Track the TCP connections (not only the TLS ones) so stop() can end half-open handshakes too.
     server.on('connection', (raw: net.Socket) => {
+      raw.setNoDelay(true); // set-up is a handful of small records, each waited for
       this.sockets.add(raw);
       raw.on('close', () => this.sockets.delete(raw));
     });
