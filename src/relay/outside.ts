@@ -99,6 +99,8 @@ export class OutsideRelay {
 
   /** Unauthenticated peers: a cap on how many may wait, and a short deadline. */
   private onRawConnection(raw: net.Socket): void {
+    // Control frames are small and latency-bound; the session batches its own writes.
+    raw.setNoDelay(true);
     if (this.pending >= this.cfg.limits.max_pending_handshakes) {
       this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_LIMIT, remote: raw.remoteAddress }, 'too many sessions waiting to authenticate');
       raw.destroy();
