@@ -4,6 +4,7 @@ import { Session, type SessionOptions } from '../session/session.js';
 
 const COALESCE = 64 * 1024;
 const SESSION_HWM = 1024 * 1024;
+const EAGER_BYTES = 4096;
 
 /** Raise a socket's write buffer threshold; the bound on memory stays (credit windows). */
 export function setWriteHighWaterMark(socket: Socket, bytes: number): void {
@@ -21,8 +22,9 @@ export function sessionOverSocket(
   keepalive: { intervalMs: number; timeoutMs: number },
 ): Session {
   const session = new Session({
-    // Write at once when the transport is idle (latency); batch per loop turn when it is busy.
-    schedule: (fn) => (socket.writableLength > 0 ? setImmediate(fn) : queueMicrotask(fn)),
+    // Small output on an idle transport goes at once (latency: ping-pong, connection set-up);
+    // bulk waits for the end of the loop turn so frames from many reads share one TLS write.
+    schedule: (fn, bytes) => (bytes < EAGER_BYTES && socket.writableLength === 0 ? queueMicrotask(fn) : setImmediate(fn)),
     ...opts,
     onWrite(chunks) {
       if (socket.destroyed) return;

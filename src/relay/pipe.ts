@@ -51,8 +51,8 @@ export function pipeStream(
     sock.uncork();
   };
   stream.ondata = (buf) => {
-    // An idle socket gets the bytes at once (latency); a busy one batches them.
-    if (!corked && sock.writableLength > 0) {
+    // Small pieces to an idle socket go at once (latency); bulk is batched per loop turn.
+    if (!corked && (buf.length >= 4096 || sock.writableLength > 0)) {
       corked = true;
       sock.cork();
       setImmediate(uncork);

@@ -19,8 +19,8 @@ export interface SessionOptions {
   maxFrame?: number;
   window?: number;
   maxStreams?: number;
-  /** Schedules the flush of batched output; tests may pass a synchronous one. */
-  schedule?: (fn: () => void) => void;
+  /** Schedules the flush of batched output (told how many bytes wait); tests may pass a synchronous one. */
+  schedule?: (fn: () => void, pendingBytes: number) => void;
 }
 
 /**
@@ -40,7 +40,9 @@ export class Session {
   private nextId: number;
   private out: Buffer[] = [];
   private flushScheduled = false;
-  private readonly schedule: (fn: () => void) => void;
+  private readonly schedule: (fn: () => void, pendingBytes: number) => void;
+  private outBytes = 0;
+  private readonly flushFn = () => this.flush();
   private readonly frames: Frame[] = [];
   /** The transport said its buffer is full; streams hold back until unblock(). */
   blocked = false;
@@ -166,6 +168,7 @@ export class Session {
       writeHeader(h, 0, FrameType.DATA, 0, s.id, n);
       this.out.push(h, off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
       this.bytesOut += HEADER_SIZE + n;
+      this.outBytes += HEADER_SIZE + n;
       s.sendWindow -= n;
       off += n;
     }
@@ -194,19 +197,21 @@ export class Session {
     if (this.out.length === 0) return;
     const chunks = this.out;
     this.out = [];
+    this.outBytes = 0;
     this.opts.onWrite(chunks);
   }
 
   private push(frame: Buffer): void {
     this.out.push(frame);
     this.bytesOut += frame.length;
+    this.outBytes += frame.length;
     this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    this.schedule(() => this.flush());
+    this.schedule(this.flushFn, this.outBytes);
   }
 
   private fail(err: PortsideError): void {
