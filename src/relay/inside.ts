@@ -171,14 +171,16 @@ export class InsideRelay extends EventEmitter {
   /** inside-connect.req: connect to the server (609) and answer (610). */
   private onStream(session: Session, stream: Stream): void {
     const target = joinHostPort(stream.host, stream.port);
-    const log = this.log.child({ stream: stream.id, target });
+    // Fields rather than a child logger per stream: idle connections must stay small.
+    const fields = { stream: stream.id, target };
+    const log = this.log;
     const configured = this.targets.has(target);
     const extended = !configured && stream.kind === 'inside-connect' && !!this.extension.allowsTarget?.(stream.host, stream.port, stream);
     const reached = !configured && !extended && matchAny(this.reach, stream.host, stream.port);
     const service = this.services.find((s) => s.target.host === stream.host && s.target.port === stream.port)
       ?? (reached ? this.extension.serviceFor?.(stream.host, stream.port) : undefined);
     if (stream.kind !== 'inside-connect' || (!configured && !extended && !reached)) {
-      log.warn({ event: 'stream.refused', code: ErrorCode.NOT_ALLOWED, result: 'NOT_ALLOWED' }, 'target is not a configured service');
+      log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.NOT_ALLOWED, result: 'NOT_ALLOWED' }, 'target is not a configured service');
       session.answer(stream, Result.NOT_ALLOWED);
       return;
     }
@@ -191,16 +193,16 @@ export class InsideRelay extends EventEmitter {
       clearTimeout(timer);
       if (stream.state !== 'opening') return;
       const result = resultFromSocketError(err);
-      log.warn({ event: 'stream.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result), reason: err.message }, 'cannot connect to target');
+      log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result), reason: err.message }, 'cannot connect to target');
       session.answer(stream, result);
     });
     sock.once('connect', () => {
       clearTimeout(timer);
       if (stream.state !== 'opening') { sock.destroy(); return; }
       session.answer(stream, Result.OK);
-      log.debug({ event: 'stream.opened' }, 'connected to target');
+      log.debug({ ...fields, event: 'stream.opened' }, 'connected to target');
       if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
-      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), held);
+      pipeStream(stream, sock, (r, m) => log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), held);
     });
   }
 }
