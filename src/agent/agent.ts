@@ -12,14 +12,16 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { networkInterfaces } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { joinHostPort, splitHostPort } from '../config.js';
 import { ErrorCode, PortsideError, Result, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
 import type { ClientConfig } from './config.js';
-import { routeFor, type Via } from './match.js';
-import { ByteReader, Rep, encodeAddr, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
-import { certFingerprint } from './cert.js';
+import { isLocalAddress, routeFor, type Via } from './match.js';
+import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
+import { certFingerprint, makeSelfSignedCert } from './cert.js';
 
 /** A failure to open a carried connection: the log code, and the SOCKS5 reply for the local program. */
 export class AgentError extends PortsideError {
@@ -54,12 +56,21 @@ export class ClientAgent {
   /** One context for all connections: building it per connection costs more than the handshake's crypto. */
   private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3' });
 
+  /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
+  private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
+  /** Tokens of the connections we carry through portside (hex → live); a back-connect must name one. */
+  private readonly backTokens = new Set<string>();
+
   constructor(readonly cfg: ClientConfig, readonly log: Logger) {
     this.outside = splitHostPort(cfg.outside);
   }
 
-  async start(): Promise<{ socks5?: net.AddressInfo; forwards: net.AddressInfo[] }> {
-    const out: { socks5?: net.AddressInfo; forwards: net.AddressInfo[] } = { forwards: [] };
+  async start(): Promise<{ socks5?: net.AddressInfo; forwards: net.AddressInfo[]; back?: net.AddressInfo }> {
+    const out: { socks5?: net.AddressInfo; forwards: net.AddressInfo[]; back?: net.AddressInfo } = { forwards: [] };
+    if (this.cfg.back_listen !== 'off') {
+      out.back = await this.startBack(this.cfg.back_listen);
+      this.log.info({ event: 'agent.back_listening', address: out.back.address, port: out.back.port }, 'back-connect port listening (active-mode data connections)');
+    }
     if (this.cfg.socks5) {
       const a = await this.listen(this.cfg.socks5, (s) => this.onSocksClient(s));
       this.log.info({ event: 'agent.socks5_listening', address: a.address, port: a.port }, 'local SOCKS5 server listening');
@@ -77,7 +88,77 @@ export class ClientAgent {
 
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await Promise.all([...this.servers, ...(this.back ? [this.back.server] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+
+  /**
+   * Active-mode dynamic ports (patent 619-622): the outside relay, asked by the inside relay to
+   * connect to the address a program announced in PORT/EPRT, connects here instead — a new TLS
+   * connection (keys of its own), our throw-away certificate pinned by the fingerprint we sent it
+   * inside the pinned connection — and sends the connection's token and the announced address.
+   * We connect only if the token is one of a connection we carry now and the address is this
+   * machine's own (loopback or an interface address): nobody can make us connect elsewhere.
+   */
+  private async startBack(hp: string): Promise<net.AddressInfo> {
+    const c = await makeSelfSignedCert('portside-agent', 2);
+    const { host, port } = splitHostPort(hp);
+    const server = tls.createServer({ cert: c.cert, key: c.key, minVersion: 'TLSv1.3', allowHalfOpen: true, handshakeTimeout: this.cfg.connect_timeout_ms });
+    server.on('connection', (raw: net.Socket) => {
+      raw.setNoDelay(true);
+      this.sockets.add(raw);
+      raw.on('close', () => this.sockets.delete(raw));
+    });
+    server.on('secureConnection', (s: tls.TLSSocket) => this.onBackConnect(s));
+    server.on('tlsClientError', () => {});
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => { server.off('error', rej); res(); });
+    });
+    const a = server.address() as net.AddressInfo;
+    this.back = { server, port: a.port, fingerprint: c.fingerprint };
+    return a;
+  }
+
+  private onBackConnect(s: tls.TLSSocket): void {
+    s.setNoDelay(true);
+    s.on('error', () => {});
+    const r = new ByteReader(s);
+    const from = joinHostPort(s.remoteAddress ?? '?', s.remotePort ?? 0);
+    withTimeout((async () => {
+      const token = (await r.read(16)).toString('hex');
+      const { host, port } = await readAddr(r);
+      const target = joinHostPort(host, port);
+      const own = Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address));
+      if (!this.backTokens.has(token)) {
+        this.log.warn({ event: 'agent.back_refused', code: ErrorCode.NOT_ALLOWED, from, target, reason: 'unknown token' }, 'back-connect refused: not for a connection we carry');
+        s.end(Buffer.of(Rep.NOT_ALLOWED));
+        return;
+      }
+      if (!isLocalAddress(host, own)) {
+        this.log.warn({ event: 'agent.back_refused', code: ErrorCode.NOT_ALLOWED, from, target, reason: 'not an address of this machine' }, 'back-connect refused: the announced address is not this machine\'s');
+        s.end(Buffer.of(Rep.NOT_ALLOWED));
+        return;
+      }
+      const local = await new Promise<net.Socket>((res, rej) => {
+        const c = net.connect({ host, port, noDelay: true, allowHalfOpen: true });
+        c.once('connect', () => { c.removeAllListeners('error'); res(c); });
+        c.once('error', rej);
+      }).catch((err: NodeJS.ErrnoException) => {
+        this.log.warn({ event: 'agent.back_refused', code: ErrorCode.CONNECT_FAILED, from, target, reason: err.message }, 'back-connect: the program is not listening');
+        s.end(Buffer.of(err.code === 'ECONNREFUSED' ? Rep.CONNECTION_REFUSED : Rep.HOST_UNREACHABLE));
+        return null;
+      });
+      if (!local) return;
+      s.write(Buffer.of(Rep.SUCCEEDED));
+      r.release();
+      this.log.info({ event: 'agent.back_connected', from, target }, 'active-mode data connection handed to the program\'s listener');
+      this.sockets.add(local);
+      local.on('close', () => this.sockets.delete(local));
+      this.join(local, s);
+    })(), this.cfg.connect_timeout_ms, 'back-connect').catch((err: Error) => {
+      this.log.debug({ event: 'agent.back_failed', from, reason: err.message }, 'back-connect failed');
+      s.destroy();
+    });
   }
 
   private listen(hp: string, onConn: (s: net.Socket) => void): Promise<net.AddressInfo> {
@@ -154,10 +235,20 @@ export class ClientAgent {
     const sock = await this.connectOutside();
     const target = joinHostPort(host, port);
     const r = new ByteReader(sock);
+    // With a back-connect port, every request carries an offer: the outside relay uses it only if
+    // this turns out to be a control connection whose notices need a connection back to us.
+    let request = Buffer.concat([Buffer.of(5, 1, 0), encodeAddr(host, port)]);
+    if (this.back) {
+      const token = randomBytes(16);
+      const key = token.toString('hex');
+      this.backTokens.add(key);
+      sock.once('close', () => this.backTokens.delete(key));
+      request = Buffer.concat([Buffer.of(5, CMD_CONNECT_BACK, 0), encodeAddr(host, port), encodeBackOffer({ port: this.back.port, token, fingerprint: this.back.fingerprint })]);
+    }
     try {
       return await withTimeout((async () => {
         // Greeting, password and request in one flight: the outside relay reads them step by step.
-        sock.write(Buffer.concat([Buffer.of(5, 1, 2), userPassMessage(this.cfg.username, this.cfg.password), Buffer.of(5, 1, 0), encodeAddr(host, port)]));
+        sock.write(Buffer.concat([Buffer.of(5, 1, 2), userPassMessage(this.cfg.username, this.cfg.password), request]));
         const [v, method] = await r.read(2);
         if (v !== 5 || method !== 2) throw new AgentError(ErrorCode.PROTOCOL, `outside relay answered method ${method}: not a portside client port?`, Rep.GENERAL_FAILURE);
         const [, status] = await r.read(2);

@@ -28,6 +28,11 @@ export const clientSchema = z.strictObject({
     username: z.string().min(1).max(255).optional(),
     password: z.string().max(255).optional(),
   }).optional(),
+  /**
+   * Back-connect port for active-mode dynamic ports (FTP PORT/EPRT): the outside relay connects
+   * here over TLS and we connect on to the program's own listener. `off` refuses active mode.
+   */
+  back_listen: z.union([hostPort, z.literal('off')]).default('0.0.0.0:0'),
   connect_timeout_ms: z.number().int().positive().default(15_000),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 }).refine((v) => !v.routes.some((r) => r.via === 'firewall') || !!v.firewall, { message: 'a route with via: firewall needs firewall.socks5', path: ['firewall'] });

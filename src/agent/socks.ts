@@ -24,6 +24,29 @@ export const Rep = {
   FIREWALL_UNREACHABLE: 0x0b,
 } as const;
 
+/**
+ * portside's SOCKS5 command (private range, RFC 1928 leaves 0x80+ unassigned): CONNECT plus a
+ * back-connect offer for active-mode dynamic ports (docs/client.md). After DST.ADDR/DST.PORT come
+ * the agent's back-connect port (2 bytes), a token for this connection (16 bytes) and the SHA-256
+ * of the agent's back-connect certificate (32 bytes).
+ */
+export const CMD_CONNECT_BACK = 0x81;
+export const BACK_OFFER_LEN = 2 + 16 + 32;
+
+export interface BackOffer { port: number; token: Buffer; fingerprint: string }
+
+export function encodeBackOffer(o: BackOffer): Buffer {
+  const b = Buffer.alloc(BACK_OFFER_LEN);
+  b.writeUInt16BE(o.port, 0);
+  o.token.copy(b, 2, 0, 16);
+  Buffer.from(o.fingerprint, 'hex').copy(b, 18, 0, 32);
+  return b;
+}
+
+export function decodeBackOffer(b: Buffer): BackOffer {
+  return { port: b.readUInt16BE(0), token: Buffer.from(b.subarray(2, 18)), fingerprint: b.subarray(18, 50).toString('hex') };
+}
+
 /** Reads exactly what a handshake needs from a socket, with a deadline. */
 export class ByteReader {
   private buf: Buffer = Buffer.alloc(0);

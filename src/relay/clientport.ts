@@ -23,7 +23,7 @@ import type { Logger } from '../log.js';
 import type { InitData } from '../session/init.js';
 import type { Stream } from '../session/stream.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
-import { ByteReader, Rep, clientAuth, clientConnect, readGreeting, readRequest, readUserPass, reply, withTimeout } from '../agent/socks.js';
+import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
@@ -180,6 +180,12 @@ export class ClientPort {
     sock.write(Buffer.of(1, AuthStatus.OK));
 
     const req = await readRequest(r);
+    // portside's CONNECT with a back-connect offer (active-mode dynamic ports, docs/client.md).
+    let back: BackOffer | null = null;
+    if (req.cmd === CMD_CONNECT_BACK) {
+      back = decodeBackOffer(await r.read(BACK_OFFER_LEN));
+      req.cmd = 1;
+    }
     const target = joinHostPort(req.host, req.port);
     const tlog = ulog.child({ target });
     const refuse = (rep: number, code: string, reason: string, msg: string) => {
@@ -211,16 +217,20 @@ export class ClientPort {
     }
     if (peer.session.closed) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.SESSION_CLOSED, 'session closed', 'inside relay session closed');
 
-    // 608: inside-connect.req. The client address the inside relay checks notices against is the
-    // agent's machine as seen by the program (its loopback); see docs/client.md.
-    const stream = peer.session.open(req.host, req.port, Buffer.from(JSON.stringify({ client: sock.localAddress, agent: sock.remoteAddress, user: cred.username })));
-    const slog = tlog.child({ inside: peer.name, stream: stream.id });
+    // 608: inside-connect.req. `client` is our own address: passive listeners accept only from it
+    // (we attach agents' data connections ourselves). `back`: active-mode notices on this control
+    // connection go back to the agent (which connects only to its own machine), so the inside
+    // relay skips its bounce check for them; see docs/client.md.
     const svc = this.ruledService(peer, req.host, req.port);
+    const agentHost = sock.remoteAddress!;
+    const stream = peer.session.open(req.host, req.port, Buffer.from(JSON.stringify({ client: sock.localAddress, agent: agentHost, user: cred.username, ...(svc && back ? { back: true } : {}) })));
+    const slog = tlog.child({ inside: peer.name, stream: stream.id });
     if (svc) {
       const local = sock.localAddress!;
-      // Passive listeners then accept only from our own address: we attach agents' data connections ourselves.
       const control = { remoteAddress: local, localAddress: local, once: (ev: string, fn: () => void) => sock.once(ev, fn) } as unknown as net.Socket;
       this.relay.extension.onServiceClient?.(peer, svc, stream, control, {
+        // outside-connect.req for this control connection: only to this agent, which connects on.
+        dial: back ? (host, port) => this.backConnect(agentHost, back, host, port, slog) : undefined,
         onListen: (port) => {
           const timer = setTimeout(() => this.passive.delete(port), 60_000);
           timer.unref();
@@ -244,6 +254,41 @@ export class ClientPort {
     // A TLS socket cannot send a TCP reset (Node throws); a reset stream closes it instead.
     sock.resetAndDestroy = () => sock.destroy();
     pipeStream(stream, sock, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
+  }
+
+  /**
+   * Active mode (619-622) for an agent's control connection: a new TLS connection to the agent's
+   * back-connect port (fresh keys, the agent's certificate pinned by the fingerprint it sent inside
+   * its own pinned connection), the connection's token and the announced address; the agent
+   * answers one byte (a SOCKS5 reply code) once it has connected to the program's listener.
+   */
+  private backConnect(agentHost: string, back: BackOffer, host: string, port: number, log: Logger): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const fail = (code: string, message: string) => {
+        clearTimeout(timer);
+        s.destroy();
+        log.warn({ event: 'client.back_failed', target: joinHostPort(host, port), reason: message }, 'back-connect to the agent failed');
+        reject(Object.assign(new Error(message), { code }));
+      };
+      const s = tls.connect({ host: agentHost, port: back.port, minVersion: 'TLSv1.3', rejectUnauthorized: false, allowHalfOpen: true, noDelay: true } as tls.ConnectionOptions);
+      const timer = setTimeout(() => fail('ETIMEDOUT', 'agent back-connect timed out'), this.relay.cfg.limits.connect_timeout_ms);
+      s.once('error', (e: NodeJS.ErrnoException) => fail(e.code ?? 'ECONNREFUSED', e.message));
+      s.once('secureConnect', () => {
+        const cert = s.getPeerCertificate();
+        if (!cert?.raw || certFingerprint(cert.raw) !== back.fingerprint) return fail('EACCES', 'agent back-connect certificate is not the one it offered');
+        s.write(Buffer.concat([back.token, encodeAddr(host, port)]));
+        const r = new ByteReader(s);
+        r.read(1).then(([rep]) => {
+          if (rep !== Rep.SUCCEEDED) return fail(rep === Rep.NOT_ALLOWED ? 'EACCES' : 'ECONNREFUSED', `agent refused the back-connect (reply ${rep})`);
+          clearTimeout(timer);
+          s.removeAllListeners('error');
+          r.release();
+          // A TLS socket cannot send a TCP reset (Node throws); pipeStream resets close it instead.
+          s.resetAndDestroy = () => s.destroy();
+          resolve(s);
+        }, (e: Error) => fail('ECONNRESET', e.message));
+      });
+    });
   }
 
   private connectFirewall(): Promise<net.Socket> {

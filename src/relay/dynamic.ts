@@ -125,6 +125,7 @@ type ListenFn = (control: number, target: { host: string; port: number }, timeou
 class InsideControl {
   private readonly inspector: Inspector;
   private readonly client: string | undefined;
+  private readonly agentBack: boolean;
   private pending = 0;
   // client→server: stream → inspector → server socket
   private c2s: InspectItem[] = [];
@@ -149,8 +150,9 @@ class InsideControl {
     private readonly expectPassive: (id: number, host: string, port: number, timeoutMs: number, done: () => void) => void,
   ) {
     this.inspector = new Inspector(rules);
-    const c = parseExtra(stream).client;
-    this.client = typeof c === 'string' ? c : undefined;
+    const extra = parseExtra(stream);
+    this.client = typeof extra.client === 'string' ? extra.client : undefined;
+    this.agentBack = extra.back === true;
   }
 
   start(held?: HeldData): void {
@@ -266,7 +268,12 @@ class InsideControl {
     };
     if (this.pending >= this.rules.policy.maxPending) return refused(ErrorCode.LIMIT, `more than ${this.rules.policy.maxPending} data connections pending`);
     const peer = n.direction === 'c2s' ? this.client : this.sock.remoteAddress;
-    if (peer) {
+    // A client agent's control connection with a back-connect offer: the program announces its own
+    // machine's address, which the outside relay hands only to that agent, and the agent connects
+    // only to its own addresses (clientport.ts, docs/client.md) — no bounce to compare here.
+    if (this.agentBack && n.direction === 'c2s' && n.action === 'connect-back') {
+      // checked by the agent
+    } else if (peer) {
       const bounce = checkBounce(n, peer);
       if (bounce) return refused(bounce.code, bounce.message);
     } else if (n.bounceCheck) return refused(ErrorCode.RULE_REFUSED, 'peer address unknown');
@@ -334,7 +341,7 @@ class InsideControl {
 
 // ---------------------------------------------------------------- outside relay
 
-interface ControlInfo { client: string; local: string; onListen?: (port: number) => void }
+interface ControlInfo { client: string; local: string; onListen?: (port: number) => void; dial?: (host: string, port: number) => Promise<net.Socket> }
 
 export function attachDynamicOutside(relay: OutsideRelay): void {
   /** Control connections of services with rules, per peer, by stream id. */
@@ -351,7 +358,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
     onServiceClient: (peer, svc, stream, sock, opts) => {
       if (!svc.rules) return;
       const map = of(controls, peer, () => new Map<number, ControlInfo>());
-      map.set(stream.id, { client: sock.remoteAddress!, local: sock.localAddress!, onListen: opts?.onListen });
+      map.set(stream.id, { client: sock.remoteAddress!, local: sock.localAddress!, onListen: opts?.onListen, dial: opts?.dial });
       sock.once('close', () => map.delete(stream.id));
     },
 
@@ -407,6 +414,23 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
       const info = controls.get(peer)?.get(control);
       const target = joinHostPort(stream.host, stream.port);
       log.info({ event: 'outside-connect.req', target }, 'outside-connect.req');
+      // A client agent's control connection (clientport.ts): the connection goes back to that agent
+      // alone, which connects on only to its own machine's addresses (it checks).
+      if (info?.dial) {
+        stream.onreset = () => {};
+        info.dial(stream.host, stream.port).then((sock) => {
+          if (stream.state !== 'opening') { sock.destroy(); return; }
+          peer.session.answer(stream, Result.OK);
+          log.info({ event: 'outside-connect.done', target, result: 'OK', via: 'agent' }, 'connected to the client through its agent');
+          pipeStream(stream, sock);
+        }, (err: NodeJS.ErrnoException) => {
+          if (stream.state !== 'opening') return;
+          const r = resultFromSocketError(err);
+          log.warn({ event: 'outside-connect.done', target, result: resultName(r), code: ErrorCode.CONNECT_FAILED, via: 'agent' }, 'cannot connect to the client through its agent');
+          peer.session.answer(stream, r);
+        });
+        return;
+      }
       // A lying inside relay cannot make us connect anywhere but to the client it serves.
       if (!info || !sameHost(info.client, stream.host)) {
         log.warn({ event: 'outside-connect.refused', code: ErrorCode.NOT_ALLOWED, target }, 'not the address of a client of a control connection');

@@ -44,6 +44,11 @@ export interface OutsideExtension {
 export interface ServiceClientOptions {
   /** A passive data listener was opened for this control connection on `port`. */
   onListen?(port: number): void;
+  /**
+   * Connect for outside-connect.req on this control connection instead of dialling the announced
+   * address: an agent's back-connect (clientport.ts), which reaches the program's own listener.
+   */
+  dial?(host: string, port: number): Promise<net.Socket>;
 }
 
 /** The outside relay (ESP): accepts sessions from inside relays and serves their services. */

@@ -75,6 +75,11 @@ describe('client agent: curl through portside client, firewall-delegated authent
     rmSync(out, { force: true });
     return { code: r.code, stderr: r.stderr, sha };
   }
+  /** The (before+1)-th `event` line of p, once it has arrived. */
+  async function nextEvent(p: Proc, event: string, before: number): Promise<Record<string, unknown>> {
+    await p.waitForLine(() => p.events(event).length > before, 10_000);
+    return p.events(event)[before]!;
+  }
   const viaAgent = (port = socksPort) => ['--socks5-hostname', `127.0.0.1:${port}`];
 
   beforeAll(async () => {
@@ -214,6 +219,57 @@ describe('client agent: curl through portside client, firewall-delegated authent
     expect(outside.events('client.passive_attached').length).toBeGreaterThanOrEqual(2);
     const small = await curl(`ftp://${topo.addr.server}/small.bin`, viaAgent());
     expect(small.sha).toBe(ftp.files['small.bin']!.sha256);
+  });
+
+  it('FTP active mode (PORT) through the agent SOCKS5 port: the outside relay connects back through the agent to curl\'s listener', async () => {
+    const before = agent.events('agent.back_connected').length;
+    const r = await curl(`ftp://${topo.addr.server}/mid.bin`, [...viaAgent(), '-P', topo.addr.client, '--disable-eprt']);
+    expect(r.code, `${r.stderr}\n${agent.tail()}\n${outside.tail()}\n${inside.tail()}`).toBe(0);
+    expect(r.sha).toBe(ftp.files['mid.bin']!.sha256);
+    // 619-622: the outside relay dialled the agent's back-connect port, the agent handed the
+    // connection to curl's own listener on the client machine's address.
+    const ev = await nextEvent(agent, 'agent.back_connected', before);
+    expect(ev.target).toMatch(new RegExp(`^${topo.addr.client.replace(/\./g, '\\.')}:\\d+$`));
+    expect(outside.events('outside-connect.done').some((e) => e.via === 'agent' && e.result === 'OK')).toBe(true);
+  });
+
+  async function hooked(program: string[], maxTime = 60): Promise<{ code: number; stderr: string; sha?: string; out: string }> {
+    const out = join(work, `hook-${Math.random().toString(36).slice(2)}`);
+    const r = await topo.run('client', process.execPath, [CLI, 'run', '--socks', `127.0.0.1:${socksPort}`, '--', ...program.map((a) => a.replace('@OUT@', out))], { timeoutMs: (maxTime + 15) * 1000 });
+    const sha = existsSync(out) ? sha256File(out) : undefined;
+    rmSync(out, { force: true });
+    return { code: r.code, stderr: r.stderr, sha, out };
+  }
+
+  it('FTP active mode under the hook: `portside run -- curl -P -`, the program\'s own listener receives the data (PORT and EPRT)', async () => {
+    for (const extra of [['--disable-eprt'], []]) {
+      const before = agent.events('agent.back_connected').length;
+      const r = await hooked(['curl', '-sS', '--fail', '--max-time', '60', '-P', '-', ...extra, '-o', '@OUT@', `ftp://${topo.addr.server}/mid.bin`]);
+      expect(r.code, `${r.stderr}\n${agent.tail()}\n${outside.tail()}\n${inside.tail()}`).toBe(0);
+      expect(r.sha).toBe(ftp.files['mid.bin']!.sha256);
+      // curl announced the local end of its (hooked) control connection: the loopback.
+      const ev = await nextEvent(agent, 'agent.back_connected', before);
+      expect(ev.target).toMatch(/^127\.0\.0\.1:\d+$/);
+    }
+  });
+
+  it('FTP active mode under the hook with lftp', async () => {
+    const before = agent.events('agent.back_connected').length;
+    const r = await hooked(['lftp', '-c', `set ftp:passive-mode off; set net:max-retries 1; set net:timeout 20; get ftp://${topo.addr.server}/small.bin -o @OUT@`]);
+    expect(r.code, `${r.stderr}\n${agent.tail()}\n${outside.tail()}`).toBe(0);
+    expect(r.sha).toBe(ftp.files['small.bin']!.sha256);
+    expect(agent.events('agent.back_connected').length).toBeGreaterThan(before);
+  });
+
+  it('a back-connect to an address that is not the agent machine\'s own is refused by the agent; the control connection survives', async () => {
+    // curl announces another host's address (the outside relay's) in PORT: the agent refuses to
+    // connect there, the server's data connection never happens, curl fails cleanly.
+    const before = agent.events('agent.back_refused').length;
+    const r = await curl(`ftp://${topo.addr.server}/small.bin`, [...viaAgent(), '-P', topo.addr.outside, '--disable-eprt'], 30);
+    expect(r.code).not.toBe(0);
+    const ev = await nextEvent(agent, 'agent.back_refused', before);
+    expect(ev.reason).toBe('not an address of this machine');
+    expect(ev.target).toMatch(new RegExp(`^${topo.addr.outside.replace(/\./g, '\\.')}:`));
   });
 
   it('a wrong password is refused by the firewall while another user transfers', async () => {
