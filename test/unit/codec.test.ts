@@ -3,18 +3,8 @@ import { ErrorCode, PortsideError } from '../../src/errors.js';
 import { decodeAddress, FrameDecoder } from '../../src/session/decode.js';
 import { encodeAddress, encodeFrame } from '../../src/session/encode.js';
 import { Flag, FrameType, HEADER_SIZE, type Frame } from '../../src/session/frame.js';
+import { rng } from '../support/rng.js';
 
-/** Seeded PRNG (mulberry32) so every failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const int = (r: () => number, n: number) => Math.floor(r() * n);
 const bytes = (r: () => number, n: number) => {
   const b = Buffer.allocUnsafe(n);

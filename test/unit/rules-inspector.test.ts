@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { checkBounce, Inspector, parseRules, type InspectItem, type Notice } from '../../src/rules/index.js';
 import { loadRules } from '../../src/rules/load.js';
 import type { Direction } from '../../src/rules/types.js';
+import { rng } from '../support/rng.js';
 
 const RULES_DIR = join(import.meta.dirname, '../../rules');
 const ftp = loadRules(RULES_DIR, 'ftp');
@@ -25,16 +26,6 @@ function noticeOf(rules = ftp, dir: Direction, line: string): Notice {
 }
 
 /** Deterministic PRNG (mulberry32) so random chunkings are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Items in a comparable form: adjacent data merged, notices by their fields and line. */
 function normalize(items: InspectItem[]): unknown[] {

@@ -5,17 +5,8 @@ import { encodeAddress, encodeFrame } from '../../src/session/encode.js';
 import { Flag, FrameType, type Frame } from '../../src/session/frame.js';
 import { Session, type SessionOptions } from '../../src/session/session.js';
 import type { Stream } from '../../src/session/stream.js';
+import { rng } from '../support/rng.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function pattern(id: number, n: number): Buffer {
   const b = Buffer.allocUnsafe(n);
   for (let i = 0; i < n; i++) b[i] = (id * 31 + i * 7) & 0xff;
