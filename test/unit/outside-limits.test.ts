@@ -1,0 +1,108 @@
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { OutsideConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { OutsideRelay } from '../../src/relay/outside.js';
+
+/**
+ * Unauthenticated peers at the outside relay: a cap on how many may wait at once and a short
+ * deadline, each refusal logged with its code, over real loopback sockets.
+ */
+const SHARED = Buffer.alloc(32, 0x33);
+
+function config(maxPending: number, timeoutMs: number): OutsideConfig {
+  return {
+    file: 'test.yaml',
+    listen: '127.0.0.1:0',
+    insides: [{ name: 'branch-a', key: SHARED.toString('base64') }],
+    keys: new Map([['branch-a', SHARED]]),
+    allow: { hosts: ['127.0.0.1'], ports: ['1024-65535'], from: ['127.0.0.0/8'] },
+    limits: {
+      handshake_timeout_ms: timeoutMs, max_pending_handshakes: maxPending, keepalive_interval_ms: 15_000,
+      keepalive_timeout_ms: 45_000, connect_timeout_ms: 10_000, max_streams: 100,
+    },
+    log_level: 'info',
+  } as OutsideConfig;
+}
+
+function logSink() {
+  const lines: Array<Record<string, unknown>> = [];
+  const dest = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  return { lines, log: createLogger('info', 'outside', dest as never) };
+}
+
+const open: net.Socket[] = [];
+let relay: OutsideRelay | null = null;
+afterEach(async () => {
+  for (const s of open.splice(0)) s.destroy();
+  await relay?.stop();
+  relay = null;
+});
+
+async function connect(port: number): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  open.push(s);
+  await once(s, 'connect');
+  return s;
+}
+
+async function until(pred: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('unauthenticated peers at the outside relay', () => {
+  it('closes connections beyond max_pending_handshakes at once, with PS_ERR_HANDSHAKE_LIMIT', async () => {
+    const { lines, log } = logSink();
+    relay = new OutsideRelay(config(2, 30_000), log);
+    const { port } = (await relay.start()) as AddressInfo;
+    const a = await connect(port);
+    const b = await connect(port);
+    const c = await connect(port);
+    await once(c, 'close');
+    await until(() => lines.some((l) => l.code === 'PS_ERR_HANDSHAKE_LIMIT'));
+    expect(a.destroyed).toBe(false);
+    expect(b.destroyed).toBe(false);
+    // Freeing a place lets the next peer wait again.
+    a.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    const d = await connect(port);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(d.destroyed).toBe(false);
+    expect(lines.filter((l) => l.code === 'PS_ERR_HANDSHAKE_LIMIT')).toHaveLength(1);
+  });
+
+  it('closes a peer that does not authenticate within handshake_timeout_ms, with PS_ERR_HANDSHAKE_TIMEOUT', async () => {
+    const { lines, log } = logSink();
+    relay = new OutsideRelay(config(8, 300), log);
+    const { port } = (await relay.start()) as AddressInfo;
+    const silent = await connect(port);
+    await once(silent, 'close');
+    await until(() => lines.some((l) => l.code === 'PS_ERR_HANDSHAKE_TIMEOUT'));
+    const rejected = lines.find((l) => l.code === 'PS_ERR_HANDSHAKE_TIMEOUT')!;
+    expect(rejected.event).toBe('session.rejected');
+  });
+
+  it('logs garbage instead of a TLS ClientHello as a rejected session and keeps serving', async () => {
+    const { lines, log } = logSink();
+    relay = new OutsideRelay(config(8, 5000), log);
+    const { port } = (await relay.start()) as AddressInfo;
+    const s = await connect(port);
+    s.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await once(s, 'close');
+    await until(() => lines.some((l) => l.event === 'session.rejected' && typeof l.code === 'string'));
+    const again = await connect(port);
+    expect(again.destroyed).toBe(false);
+  });
+});
