@@ -49,12 +49,27 @@ function connectError(rep: number, target: string): AgentError {
   }
 }
 
+/** Warm connections kept ready, and how long one may wait (well inside the client port's set-up deadline). */
+const WARM_POOL = 2;
+const WARM_MAX_AGE_MS = 5_000;
+
+function fingerprintOf(sock: tls.TLSSocket): string {
+  const cert = sock.getPeerX509Certificate();
+  return cert ? certFingerprint(cert.raw) : '';
+}
+
 export class ClientAgent {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly outside: { host: string; port: number };
   /** One context for all connections: building it per connection costs more than the handshake's crypto. */
   private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3' });
+  /** Pre-connected, pinned, unused connections to the client port (see takeOutside). */
+  private readonly warm: Array<{ sock: tls.TLSSocket; born: number; timer: NodeJS.Timeout; drop: () => void }> = [];
+  private warming = 0;
+  private stopped = false;
+  /** The newest TLS session ticket from a pinned connection to the outside relay (resumption). */
+  private ticket: Buffer | undefined;
 
   /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
   private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
@@ -87,6 +102,8 @@ export class ClientAgent {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const w of this.warm.splice(0)) { clearTimeout(w.timer); w.sock.destroy(); }
     for (const s of this.sockets) s.destroy();
     await Promise.all([...this.servers, ...(this.back ? [this.back.server] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
@@ -202,6 +219,10 @@ export class ClientAgent {
         port,
         minVersion: 'TLSv1.3',
         secureContext: this.tlsContext,
+        // Resume a session that came from a pinned full handshake: psk_dhe_ke (OpenSSL offers no
+        // other mode), so this connection still makes its own X25519 exchange — keys of its own —
+        // but skips the certificate signature and its check (docs/protocol.md, "The client leg").
+        session: this.ticket,
         // The certificate is self-signed: we pin its fingerprint below instead of trusting a CA.
         rejectUnauthorized: false,
         ...(net.isIP(host) ? {} : { servername: host }),
@@ -216,23 +237,70 @@ export class ClientAgent {
         clearTimeout(timer);
         reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE));
       });
+      // Tickets arrive after the handshake; keep one only once this connection's pin check passed.
+      let pinned = false;
+      let early: Buffer | undefined;
+      sock.on('session', (t: Buffer) => { if (pinned) this.ticket = t; else early = t; });
       sock.once('secureConnect', () => {
         clearTimeout(timer);
-        const cert = sock.getPeerCertificate();
-        const got = cert?.raw ? certFingerprint(cert.raw) : '';
+        // A resumed session can only be one we stored from a pinned handshake: only the pinned
+        // server holds the keys that open its ticket.
+        const got = sock.isSessionReused() ? this.cfg.fingerprint : fingerprintOf(sock);
         if (got !== this.cfg.fingerprint) {
           sock.destroy();
           reject(new AgentError(ErrorCode.FINGERPRINT_MISMATCH, `outside relay ${where} presented certificate sha256:${got || '(none)'}, not the pinned outside_fingerprint`, Rep.GENERAL_FAILURE));
           return;
         }
+        pinned = true;
+        if (early) this.ticket = early;
         sock.removeAllListeners('error');
         resolve(sock);
       });
     });
   }
 
+  /**
+   * A connection to the client port for one carried connection: a warm one if the pool has it
+   * (handshake done ahead, pin checked, never used), else a new one. Either way each carries
+   * exactly one connection, so each still has keys of its own. Taking one refills the pool in the
+   * background; warm connections unused for WARM_MAX_AGE_MS are closed and not replaced, so an
+   * idle agent holds none.
+   */
+  private takeOutside(): Promise<tls.TLSSocket> {
+    let got: tls.TLSSocket | undefined;
+    while (!got && this.warm.length) {
+      const w = this.warm.shift()!;
+      clearTimeout(w.timer);
+      w.sock.off('close', w.drop);
+      if (!w.sock.destroyed && w.sock.readable && Date.now() - w.born < WARM_MAX_AGE_MS) got = w.sock;
+      else w.sock.destroy();
+    }
+    this.refill();
+    return got ? Promise.resolve(got) : this.connectOutside();
+  }
+
+  private refill(): void {
+    while (this.warm.length + this.warming < WARM_POOL) {
+      this.warming++;
+      this.connectOutside().then((sock) => {
+        this.warming--;
+        if (this.stopped) { sock.destroy(); return; }
+        const w = {
+          sock,
+          born: Date.now(),
+          drop: () => { const i = this.warm.indexOf(w); if (i >= 0) { this.warm.splice(i, 1); clearTimeout(w.timer); } },
+          timer: setTimeout(() => { w.drop(); sock.destroy(); }, WARM_MAX_AGE_MS),
+        };
+        w.timer.unref();
+        sock.on('error', () => {});
+        sock.once('close', w.drop);
+        this.warm.push(w);
+      }, () => { this.warming--; }); // the next real connection reports the failure
+    }
+  }
+
   private async openPortside(host: string, port: number): Promise<net.Socket> {
-    const sock = await this.connectOutside();
+    const sock = await this.takeOutside();
     const target = joinHostPort(host, port);
     const r = new ByteReader(sock);
     // With a back-connect port, every request carries an offer: the outside relay uses it only if

@@ -52,7 +52,10 @@ export class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private ended: Error | null = null;
+  /** Bytes read so far (0: the peer never spoke). */
+  received = 0;
   private readonly onData = (b: Buffer) => {
+    this.received += b.length;
     this.buf = this.buf.length ? Buffer.concat([this.buf, b]) : b;
     if (this.buf.length > 4096) this.fail(new PortsideError(ErrorCode.PROTOCOL, 'SOCKS5 handshake too long', Result.PROTOCOL_ERROR));
     this.serve();

@@ -14,7 +14,6 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { constants } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
@@ -96,8 +95,10 @@ export class ClientPort {
       cert: this.cert,
       key: this.key,
       minVersion: 'TLSv1.3',
-      // No tickets: every connection is a full handshake with its own ephemeral key exchange.
-      secureOptions: constants.SSL_OP_NO_TICKET,
+      // Session tickets for resumption in psk_dhe_ke mode only: a resumed connection still makes its
+      // own X25519 exchange (keys of its own, 607) and skips only the certificate signature. No
+      // SSL_OP_ALLOW_NO_DHE_KEX: a psk_ke-only (no fresh key exchange) resumption is refused.
+      // Tickets are encrypted with keys random per process start.
       allowHalfOpen: true,
       handshakeTimeout: this.cfg.handshake_timeout_ms,
     });
@@ -134,14 +135,16 @@ export class ClientPort {
     const log = this.log.child({ agent: joinHostPort(agent, sock.remotePort ?? 0) });
     // Everything up to the answer to CONNECT has one deadline: nothing hangs.
     const limit = this.cfg.handshake_timeout_ms + this.relay.cfg.limits.connect_timeout_ms;
-    withTimeout(this.negotiate(sock, log), limit, 'client set-up').catch((err: PortsideError) => {
-      log.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
+    const r = new ByteReader(sock);
+    withTimeout(this.negotiate(sock, r, log), limit, 'client set-up').catch((err: PortsideError) => {
+      // Agents pre-connect a few connections and close those they do not use: not a failure.
+      if (r.received === 0 && err.code !== ErrorCode.TIMEOUT) log.debug({ event: 'client.unused', reason: err.message }, 'agent closed a pre-connected connection unused');
+      else log.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
   }
 
-  private async negotiate(sock: tls.TLSSocket, log: Logger): Promise<void> {
-    const r = new ByteReader(sock);
+  private async negotiate(sock: tls.TLSSocket, r: ByteReader, log: Logger): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
