@@ -68,8 +68,6 @@ export class ClientAgent {
   private readonly warm: Array<{ sock: tls.TLSSocket; born: number; timer: NodeJS.Timeout; drop: () => void }> = [];
   private warming = 0;
   private stopped = false;
-  /** The newest TLS session ticket from a pinned connection to the outside relay (resumption). */
-  private ticket: Buffer | undefined;
 
   /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
   private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
@@ -219,10 +217,6 @@ export class ClientAgent {
         port,
         minVersion: 'TLSv1.3',
         secureContext: this.tlsContext,
-        // Resume a session that came from a pinned full handshake: psk_dhe_ke (OpenSSL offers no
-        // other mode), so this connection still makes its own X25519 exchange — keys of its own —
-        // but skips the certificate signature and its check (docs/protocol.md, "The client leg").
-        session: this.ticket,
         // The certificate is self-signed: we pin its fingerprint below instead of trusting a CA.
         rejectUnauthorized: false,
         ...(net.isIP(host) ? {} : { servername: host }),
@@ -237,22 +231,14 @@ export class ClientAgent {
         clearTimeout(timer);
         reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE));
       });
-      // Tickets arrive after the handshake; keep one only once this connection's pin check passed.
-      let pinned = false;
-      let early: Buffer | undefined;
-      sock.on('session', (t: Buffer) => { if (pinned) this.ticket = t; else early = t; });
       sock.once('secureConnect', () => {
         clearTimeout(timer);
-        // A resumed session can only be one we stored from a pinned handshake: only the pinned
-        // server holds the keys that open its ticket.
-        const got = sock.isSessionReused() ? this.cfg.fingerprint : fingerprintOf(sock);
+        const got = fingerprintOf(sock);
         if (got !== this.cfg.fingerprint) {
           sock.destroy();
           reject(new AgentError(ErrorCode.FINGERPRINT_MISMATCH, `outside relay ${where} presented certificate sha256:${got || '(none)'}, not the pinned outside_fingerprint`, Rep.GENERAL_FAILURE));
           return;
         }
-        pinned = true;
-        if (early) this.ticket = early;
         sock.removeAllListeners('error');
         resolve(sock);
       });

@@ -1,8 +1,8 @@
 /**
  * The outside relay's client port (docs/client.md; patent Fig. 6 steps 602-612, [0030], [0034]).
  *
- * Every connection a client agent carries is its own TLS 1.3 connection to this port: a full
- * handshake with a fresh X25519 key exchange each time (no tickets, no resumption), so each carried
+ * Every connection a client agent carries is its own TLS 1.3 connection to this port with a fresh
+ * X25519 key exchange each time (a full handshake: no tickets, no resumption), so each carried
  * connection is encrypted with keys made for it alone (607, claim 7). The agent pins our
  * certificate by its SHA-256 fingerprint. Inside the TLS the agent speaks SOCKS5 with RFC 1929
  * username/password, and we
@@ -14,6 +14,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { constants } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
@@ -95,10 +96,10 @@ export class ClientPort {
       cert: this.cert,
       key: this.key,
       minVersion: 'TLSv1.3',
-      // Session tickets for resumption in psk_dhe_ke mode only: a resumed connection still makes its
-      // own X25519 exchange (keys of its own, 607) and skips only the certificate signature. No
-      // SSL_OP_ALLOW_NO_DHE_KEX: a psk_ke-only (no fresh key exchange) resumption is refused.
-      // Tickets are encrypted with keys random per process start.
+      // No tickets: every connection is a full handshake with its own ephemeral key exchange.
+      // (Resumption in psk_dhe_ke mode was measured slower here: Node's ticket handling costs more
+      // than the certificate signature it saves; docs/protocol.md, "The client leg".)
+      secureOptions: constants.SSL_OP_NO_TICKET,
       allowHalfOpen: true,
       handshakeTimeout: this.cfg.handshake_timeout_ms,
     });
