@@ -18,6 +18,7 @@ import { joinHostPort, splitHostPort } from '../config.js';
 import { ErrorCode, PortsideError, Result, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
+import { joinSockets } from '../relay/pipe.js';
 import type { ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
 import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
@@ -373,14 +374,7 @@ export class ClientAgent {
   private join(a: net.Socket, b: net.Socket): void {
     this.sockets.add(b);
     b.on('close', () => this.sockets.delete(b));
-    a.pipe(b);
-    b.pipe(a);
-    const kill = () => { a.destroy(); b.destroy(); };
-    a.on('error', kill);
-    b.on('error', kill);
-    a.on('close', () => { if (!b.destroyed && !b.writableEnded) b.destroy(); });
-    b.on('close', () => { if (!a.destroyed && !a.writableEnded) a.destroy(); });
-    a.resume();
-    b.resume();
+    joinSockets(a, b);
   }
+
 }

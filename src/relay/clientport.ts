@@ -27,7 +27,7 @@ import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientCo
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
-import { pipeStream } from './pipe.js';
+import { joinSockets, pipeStream } from './pipe.js';
 
 export type ClientsConfig = NonNullable<OutsideConfig['clients']>;
 
@@ -356,16 +356,3 @@ function safePattern(s: string): DestPattern | null {
   }
 }
 
-/** Pipe two sockets both ways with half-close; an error on either destroys both. */
-export function joinSockets(a: net.Socket, b: net.Socket): void {
-  a.pipe(b);
-  b.pipe(a);
-  const kill = () => { a.destroy(); b.destroy(); };
-  a.on('error', kill);
-  b.on('error', kill);
-  // Both ended → close; one closed abruptly → close the other.
-  a.on('close', () => { if (!b.destroyed && !b.writableEnded) b.destroy(); });
-  b.on('close', () => { if (!a.destroyed && !a.writableEnded) a.destroy(); });
-  if (a.isPaused()) a.resume();
-  if (b.isPaused()) b.resume();
-}

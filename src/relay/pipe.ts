@@ -106,3 +106,17 @@ export function holdStream(stream: Stream): HeldData {
   stream.onend = () => { held.ended = true; };
   return held;
 }
+
+/** Pipe two sockets both ways with half-close; an error on either destroys both. */
+export function joinSockets(a: Socket, b: Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const kill = () => { a.destroy(); b.destroy(); };
+  a.on('error', kill);
+  b.on('error', kill);
+  // Both ended → close; one closed abruptly → close the other.
+  a.on('close', () => { if (!b.destroyed && !b.writableEnded) b.destroy(); });
+  b.on('close', () => { if (!a.destroyed && !a.writableEnded) a.destroy(); });
+  if (a.isPaused()) a.resume();
+  if (b.isPaused()) b.resume();
+}
