@@ -1,10 +1,8 @@
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { OutsideConfig } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
 import { OutsideRelay } from '../../src/relay/outside.js';
+import { logSink, outsideConfig } from '../support/outside.js';
 
 /**
  * Unauthenticated peers at the outside relay: a cap on how many may wait at once and a short
@@ -12,30 +10,8 @@ import { OutsideRelay } from '../../src/relay/outside.js';
  */
 const SHARED = Buffer.alloc(32, 0x33);
 
-function config(maxPending: number, timeoutMs: number): OutsideConfig {
-  return {
-    file: 'test.yaml',
-    listen: '127.0.0.1:0',
-    insides: [{ name: 'branch-a', key: SHARED.toString('base64') }],
-    keys: new Map([['branch-a', SHARED]]),
-    allow: { hosts: ['127.0.0.1'], ports: ['1024-65535'], from: ['127.0.0.0/8'] },
-    limits: {
-      handshake_timeout_ms: timeoutMs, max_pending_handshakes: maxPending, keepalive_interval_ms: 15_000,
-      keepalive_timeout_ms: 45_000, connect_timeout_ms: 10_000, max_streams: 100,
-    },
-    log_level: 'info',
-  } as OutsideConfig;
-}
-
-function logSink() {
-  const lines: Array<Record<string, unknown>> = [];
-  const dest = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
-      cb();
-    },
-  });
-  return { lines, log: createLogger('info', 'outside', dest as never) };
+function config(maxPending: number, timeoutMs: number) {
+  return outsideConfig(SHARED, { handshake_timeout_ms: timeoutMs, max_pending_handshakes: maxPending });
 }
 
 const open: net.Socket[] = [];

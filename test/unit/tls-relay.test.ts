@@ -1,16 +1,14 @@
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { OutsideConfig } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
 import { OutsideRelay } from '../../src/relay/outside.js';
 import { channelBinding, clientOptions } from '../../src/relay/tls.js';
 import { FrameType, type Frame } from '../../src/session/frame.js';
 import { deriveKeys, InsideTrial } from '../../src/session/handshake.js';
 import { encodeJson } from '../../src/session/init.js';
 import { Session } from '../../src/session/session.js';
+import { logSink, outsideConfig } from '../support/outside.js';
 
 /**
  * The outside relay's set-up over a real loopback TLS connection, driven by a hand-made inside
@@ -19,39 +17,13 @@ import { Session } from '../../src/session/session.js';
  */
 const SHARED = Buffer.alloc(32, 0x5a);
 
-function outsideConfig(keepaliveMs: number): OutsideConfig {
-  return {
-    file: 'test.yaml',
-    listen: '127.0.0.1:0',
-    insides: [{ name: 'branch-a', key: SHARED.toString('base64') }],
-    keys: new Map([['branch-a', SHARED]]),
-    allow: { hosts: ['127.0.0.1'], ports: ['1024-65535'], from: ['127.0.0.0/8'] },
-    limits: {
-      handshake_timeout_ms: 10_000, max_pending_handshakes: 64, keepalive_interval_ms: keepaliveMs,
-      keepalive_timeout_ms: 60_000, connect_timeout_ms: 10_000, max_streams: 100,
-    },
-    log_level: 'info',
-  } as OutsideConfig;
-}
-
-function logSink() {
-  const lines: Array<Record<string, unknown>> = [];
-  const dest = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
-      cb();
-    },
-  });
-  return { lines, log: createLogger('info', 'outside', dest as never) };
-}
-
 let relay: OutsideRelay | null = null;
 afterEach(async () => { await relay?.stop(); relay = null; });
 
 /** Run the inside half by hand; `beforeFin` may wait for something before TRIAL_FIN is sent. */
 async function handshake(keepaliveMs: number, beforeFin: (pings: () => number) => Promise<void>) {
   const { lines, log } = logSink();
-  relay = new OutsideRelay(outsideConfig(keepaliveMs), log);
+  relay = new OutsideRelay(outsideConfig(SHARED, { keepalive_interval_ms: keepaliveMs }), log);
   const addr: AddressInfo = await relay.start();
   const keys = deriveKeys(SHARED);
   const sock = tls.connect({ host: '127.0.0.1', port: addr.port, ...clientOptions('branch-a', keys.psk) });
