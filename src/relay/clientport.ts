@@ -21,7 +21,6 @@ import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
 import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { InitData } from '../session/init.js';
-import type { Stream } from '../session/stream.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';

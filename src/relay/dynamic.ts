@@ -22,7 +22,7 @@ import type { RuleSet } from '../rules/types.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
-import type { InsideRelay, ServiceSpec } from './inside.js';
+import type { InsideRelay } from './inside.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, pipeStream, type HeldData } from './pipe.js';
 
@@ -113,7 +113,7 @@ export function attachDynamicInside(relay: InsideRelay): void {
         const timer = setTimeout(() => { passive.delete(id); done(); }, timeoutMs + 1000);
         passive.set(id, { host, port, timer, done });
       };
-      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, service, rules, stream, sock, requestListen, expectPassive).start(held);
+      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, rules, stream, sock, requestListen, expectPassive).start(held);
       return true;
     },
   };
@@ -142,7 +142,6 @@ class InsideControl {
   constructor(
     private readonly log: Logger,
     private readonly session: Session,
-    private readonly service: ServiceSpec,
     private readonly rules: RuleSet,
     private readonly stream: Stream,
     private readonly sock: net.Socket,
@@ -210,7 +209,7 @@ class InsideControl {
       else if (item.kind === 'error') this.onError('c2s', item);
       else {
         this.c2sBusy = true;
-        this.handleNotice(item.notice, item.line).then((out) => {
+        this.handleNotice(item.notice).then((out) => {
           this.c2sBusy = false;
           if (out) this.sock.write(out);
           this.pumpC2S();
@@ -231,7 +230,7 @@ class InsideControl {
       else {
         this.s2cBusy = true;
         this.sock.pause();
-        this.handleNotice(item.notice, item.line).then((out) => {
+        this.handleNotice(item.notice).then((out) => {
           this.s2cBusy = false;
           if (out) this.stream.write(out);
           this.pumpS2C();
@@ -259,7 +258,7 @@ class InsideControl {
   }
 
   /** Returns what to send onward in place of the notice line. */
-  private async handleNotice(n: Notice, _line: Buffer): Promise<Buffer | null> {
+  private async handleNotice(n: Notice): Promise<Buffer | null> {
     const announced = joinHostPort(n.host || '(server)', n.port);
     this.log.info({ event: 'notice.found', notice: n.rule, announced, direction: n.direction }, 'dynamic port notice');
     const refused = (code: string, reason: string) => {
