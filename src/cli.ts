@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc
+// --single-threaded-gc: the relays turn over 64 KiB buffers fast; on small machines V8's
+// parallel GC helpers cost more in synchronisation than they save (about a quarter of the
+// relay CPU per GiB in `npm run bench`). The flag must be given when node starts.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';

@@ -62,6 +62,9 @@ function sshArgs(sshd, forward) {
   ];
 }
 
+/** The node flags the `portside` command's own shebang gives (src/cli.ts), so the bench runs what users run. */
+const RELAY_NODE_FLAGS = ['--single-threaded-gc'];
+
 function portsideCli(ctx) {
   const cli = join(ctx.root, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js not found: the portside CLI is not built yet');
@@ -135,7 +138,7 @@ export async function startPortside(ctx, firewall, service = {}) {
       timer = setTimeout(() => rej(new Error(`no ${what} event within ${ms / 1000} s${lastProblem ? ` (last: ${lastProblem})` : ''}`)), ms);
     })]).finally(() => clearTimeout(timer));
   };
-  const outside = ctx.start(process.execPath, [cli, 'outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
+  const outside = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
   const outsideDied = exited('outside', outside);
   outsideDied.catch(() => {});
   const infoLogged = ['trace', 'debug', 'info'].includes(lvl);
@@ -145,7 +148,7 @@ export async function startPortside(ctx, firewall, service = {}) {
       : waitPort(outsidePort, { child: outside, timeoutMs: 20000 }), // the log level hides the event
     outsideDied,
   ]), 20000, 'outside.listening');
-  const inside = ctx.start(process.execPath, [cli, 'inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
+  const inside = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
   const insideDied = exited('inside', inside);
   insideDied.catch(() => {});
   await within(Promise.race([
@@ -258,7 +261,7 @@ async function startPortsideClient(ctx, firewall = null) {
     `log_level: ${ctx.options.portsideLogLevel}`,
     '',
   ].join('\n'));
-  const agent = ctx.start(process.execPath, [cli, 'client', '--config', join(d, 'client.yaml')], 'agent');
+  const agent = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'client', '--config', join(d, 'client.yaml')], 'agent');
   await waitPort(forwardPort, { child: agent, timeoutMs: 20000 });
   return { port: forwardPort, pids: [agent.pid, ...ps.pids] };
 }
