@@ -3,9 +3,9 @@
 // parallel GC helpers cost more in synchronisation than they save (about a quarter of the
 // relay CPU per GiB in `npm run bench`). The flag must be given when node starts.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { detectConfigKind, loadInsideConfig, loadOutsideConfig } from './config.js';
+import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
 import { PortsideError } from './errors.js';
 import { createLogger } from './log.js';
 import { parseRules } from './rules/index.js';
@@ -75,11 +75,11 @@ program
   .action((o: { config?: string; rules?: string[] }) => {
     if (!o.config && !o.rules) throw new PortsideError('PS_ERR_CONFIG', 'give --config FILE and/or --rules FILE...');
     for (const f of o.rules ?? []) {
-      const r = parseRules(readFileSync(f, 'utf8'), f);
+      const r = parseRules(readConfigFile(f), f);
       process.stdout.write(`${f}: ok (rules '${r.name}', ${r.notices.length} notices)\n`);
     }
     if (!o.config) return;
-    const kind = detectConfigKind(readFileSync(o.config, 'utf8'));
+    const kind = detectConfigKind(readConfigFile(o.config));
     if (kind === 'outside') {
       const relay = new OutsideRelay(loadOutsideConfig(o.config), createLogger('silent'));
       ClientPort.forConfig(relay, relay.log); // reads the certificate, key and users file

@@ -157,7 +157,16 @@ export function readKey(spec: { key?: string; key_file?: string }, baseDir: stri
   return buf;
 }
 
-export function loadOutsideConfig(file: string, text = readFileSync(file, 'utf8')): OutsideConfig {
+/** Read a config file; a missing or unreadable file is a config error, not a crash. */
+export function readConfigFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+export function loadOutsideConfig(file: string, text = readConfigFile(file)): OutsideConfig {
   const c = parseConfigText(outsideSchema, text, file);
   const keys = new Map<string, Buffer>();
   for (const i of c.insides) {
@@ -167,7 +176,7 @@ export function loadOutsideConfig(file: string, text = readFileSync(file, 'utf8'
   return { ...c, file, keys };
 }
 
-export function loadInsideConfig(file: string, text = readFileSync(file, 'utf8')): InsideConfig {
+export function loadInsideConfig(file: string, text = readConfigFile(file)): InsideConfig {
   const c = parseConfigText(insideSchema, text, file);
   const seen = new Set<string>();
   for (const s of c.services) {

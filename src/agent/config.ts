@@ -1,8 +1,7 @@
 /** `portside client` config (docs/client.md). */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import { parseConfigText } from '../config.js';
+import { parseConfigText, readConfigFile } from '../config.js';
 import { normalizeFingerprint } from './cert.js';
 import { parseDestPattern, type Route } from './match.js';
 
@@ -39,7 +38,7 @@ export const clientSchema = z.strictObject({
 
 export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; fingerprint: string; routes: Route[] };
 
-export function loadClientConfig(file: string, text = readFileSync(file, 'utf8'), env = process.env): ClientConfig {
+export function loadClientConfig(file: string, text = readConfigFile(file), env = process.env): ClientConfig {
   const c = parseConfigText(clientSchema, text, file);
   const password = c.password ?? env.PORTSIDE_PASSWORD;
   if (password === undefined) throw new ConfigError(`${file}: give password: or set PORTSIDE_PASSWORD`);
