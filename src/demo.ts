@@ -33,7 +33,7 @@ function narrator(who: 'inside' | 'outside'): pino.DestinationStream {
       for (const line of chunk.toString('utf8').split('\n')) {
         if (!line) continue;
         const e = JSON.parse(line) as Record<string, unknown>;
-        const text = describe(e);
+        const text = describe(e, who);
         if (text) say(who, text);
       }
       cb();
@@ -41,7 +41,7 @@ function narrator(who: 'inside' | 'outside'): pino.DestinationStream {
   }) as unknown as pino.DestinationStream;
 }
 
-function describe(e: Record<string, unknown>): string | null {
+function describe(e: Record<string, unknown>, who: 'inside' | 'outside'): string | null {
   switch (e.event) {
     case 'outside.listening': return `listening for sessions on ${e.address}:${e.port}`;
     case 'session.dialing': return `connect.req → ${e.via} for ${e.outside}   (Fig. 8: session set-up)`;
@@ -58,7 +58,9 @@ function describe(e: Record<string, unknown>): string | null {
     case 'notice.found': return `dynamic port notice in the data: ${e.notice} ${e.announced ?? ''} (616)`;
     case 'notice.rewritten': return `rewrote notice to ${e.rewritten} (623)`;
     case 'outside-connect.req': return `outside-connect.req #${e.stream} → connect to ${e.target} (617-618)`;
-    case 'outside-connect.done': return `connected to ${e.target} → outside-connect.rsp ${e.result} (619-622)`;
+    case 'outside-connect.done': return who === 'outside'
+      ? `connected to the client's listener ${e.target} → outside-connect.rsp ${e.result} (619-622)`
+      : `outside-connect.rsp ${e.result}: the client's listener is reached (622)`;
     case 'outside-listen.done': return `listening for the client's data connection on ${e.address}:${e.port}`;
     case 'data.accepted': return `data connection from ${e.peer} accepted and carried (624-629)`;
     default:
