@@ -8,26 +8,17 @@
 //   bob ──> inside relay's listener ══ session ══> outside relay ──> alice's DCC listener
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { bestTopology, type Topology } from '../harness/netns.js';
 import { startDante, type Dante } from '../harness/dante.js';
 import { startNgircd, startIrcClient, type IrcClient, type Ngircd } from '../harness/irc.js';
-import { freePort, liveProcs, runOk, stopAll, type Proc } from '../harness/procs.js';
+import { freePort, liveProcs, pidGone, runOk, stopAll, type Proc } from '../harness/procs.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 const CLI = join(REPO, 'dist/cli.js');
 const FILE_SIZE = 4 * 1024 * 1024;
-
-function pidGone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
 
 describe('IRC DCC through portside (rules/irc-dcc.rules, ngircd, Dante)', () => {
   let topo: Topology;

@@ -1,26 +1,16 @@
 // Tests of the e2e harness itself: namespaces, real danted, real vsftpd, curl in namespaces.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { bestTopology, startEcho, tcpProbe, type Topology } from '../harness/netns.js';
 import { startDante, createSystemUser, type Dante, type SystemUser } from '../harness/dante.js';
 import { startVsftpd, sha256File, type Vsftpd } from '../harness/vsftpd.js';
-import { stopAll, liveProcs } from '../harness/procs.js';
+import { stopAll, liveProcs, pidGone } from '../harness/procs.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function pidGone(pid: number): boolean {
-  // A zombie (state Z) is gone for our purposes: it runs nothing and holds no socket.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
 
 describe('e2e harness', () => {
   let topo: Topology;

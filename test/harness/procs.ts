@@ -412,3 +412,13 @@ export function execSyncQuiet(cmd: string, args: string[]): void {
     /* best effort */
   }
 }
+
+/** Is the process gone? A zombie (state Z) counts: it runs nothing and holds no socket. */
+export function pidGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
