@@ -50,10 +50,7 @@ export function sessionOverSocket(
   setWriteHighWaterMark(socket, SESSION_HWM);
   session.lastReceived = Date.now();
   socket.on('data', (chunk: Buffer) => {
-    // Node's default 16 KiB high-water mark would report backpressure after every frame,
-  // pausing and resuming every stream's source each time (two epoll_ctl per frame).
-  setWriteHighWaterMark(socket, SESSION_HWM);
-  session.lastReceived = Date.now();
+    session.lastReceived = Date.now();
     session.parse(chunk);
   });
   socket.on('drain', () => session.setBlocked(false));

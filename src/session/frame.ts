@@ -22,6 +22,9 @@ export const FrameType = {
   OUTSIDE_CONNECT_RSP: 0x14,
   OUTSIDE_LISTEN_REQ: 0x15,
   OUTSIDE_LISTEN_RSP: 0x16,
+  /** A client agent's carried connection (client sessions only; docs/protocol.md, "The client leg"). */
+  CLIENT_CONNECT_REQ: 0x17,
+  CLIENT_CONNECT_RSP: 0x18,
   WINDOW_UPDATE: 0x20,
   FIN: 0x21,
   RESET: 0x22,

@@ -1,10 +1,32 @@
 import { FlowControlError, MalformedFrameError, PortsideError, ProtocolError, Result, resultName } from '../errors.js';
 import { decodeAddress, FrameDecoder } from './decode.js';
 import { encodeAddress, encodeFrame, writeHeader } from './encode.js';
-import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, Flag, FrameType, HEADER_SIZE, type Frame } from './frame.js';
+import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, Flag, FrameType, HEADER_SIZE, frameTypeName, type Frame } from './frame.js';
 import { Stream, type StreamKind } from './stream.js';
 
-export type Role = 'inside' | 'outside';
+/**
+ * inside/outside: the relays' session (Fig. 7). client: a client agent's session to the outside
+ * relay's client port; client-port: the outside relay's end of it (docs/protocol.md, "The client leg").
+ */
+export type Role = 'inside' | 'outside' | 'client' | 'client-port';
+
+/** Which side opens odd stream ids (the other opens even ones), so both may open at once. */
+const OPENS_ODD: Record<Role, boolean> = { outside: true, 'client-port': true, inside: false, client: false };
+/** The connect request each role sends when it opens a stream. */
+const OPEN_KIND: Record<Role, StreamKind | null> = { outside: 'inside-connect', inside: 'outside-connect', client: 'client-connect', 'client-port': null };
+/** The connect request each role accepts from its peer. */
+const ACCEPTS: Record<Role, number | null> = {
+  inside: FrameType.INSIDE_CONNECT_REQ,
+  outside: FrameType.OUTSIDE_CONNECT_REQ,
+  'client-port': FrameType.CLIENT_CONNECT_REQ,
+  client: null,
+};
+const REQ_OF_KIND: Record<StreamKind, number> = {
+  'inside-connect': FrameType.INSIDE_CONNECT_REQ,
+  'outside-connect': FrameType.OUTSIDE_CONNECT_REQ,
+  'client-connect': FrameType.CLIENT_CONNECT_REQ,
+};
+const KIND_OF_REQ = new Map<number, StreamKind>(Object.entries(REQ_OF_KIND).map(([k, v]) => [v, k as StreamKind]));
 
 export interface SessionOptions {
   role: Role;
@@ -61,7 +83,7 @@ export class Session {
     this.windowSize = opts.window ?? DEFAULT_WINDOW;
     this.maxStreams = opts.maxStreams ?? 65536;
     this.decoder = new FrameDecoder(this.maxFrame);
-    this.nextId = opts.role === 'outside' ? 1 : 2;
+    this.nextId = OPENS_ODD[opts.role] ? 1 : 2;
     this.schedule = opts.schedule ?? setImmediate;
   }
 
@@ -90,10 +112,11 @@ export class Session {
     }
   }
 
-  /** Open a stream to the peer: inside-connect.req (outside relay) or outside-connect.req (inside relay). */
+  /** Open a stream to the peer: inside-connect.req (outside relay), outside-connect.req (inside relay), client-connect.req (client agent). */
   open(host: string, port: number, extra?: Buffer): Stream {
     if (this.closed) throw new PortsideError('PS_ERR_SESSION_CLOSED', 'session is closed', Result.SESSION_CLOSED);
-    const kind: StreamKind = this.role === 'outside' ? 'inside-connect' : 'outside-connect';
+    const kind = OPEN_KIND[this.role];
+    if (!kind) throw new ProtocolError(`a ${this.role} session does not open streams`);
     const id = this.nextId;
     this.nextId += 2;
     const s = new Stream(this, id, kind, host, port, this.windowSize);
@@ -101,15 +124,14 @@ export class Session {
     this.streams.set(id, s);
     const addr = encodeAddress(host, port);
     const payload = extra ? Buffer.concat([addr, extra]) : addr;
-    this.push(encodeFrame(kind === 'inside-connect' ? FrameType.INSIDE_CONNECT_REQ : FrameType.OUTSIDE_CONNECT_REQ, 0, id, payload));
+    this.push(encodeFrame(REQ_OF_KIND[kind], 0, id, payload));
     return s;
   }
 
   /** Answer a peer's open request: result OK opens the stream, anything else refuses it. */
   answer(stream: Stream, result: number): void {
     if (stream.state !== 'opening' || this.closed) return;
-    const type = stream.kind === 'inside-connect' ? FrameType.INSIDE_CONNECT_RSP : FrameType.OUTSIDE_CONNECT_RSP;
-    this.push(encodeFrame(type, 0, stream.id, Buffer.of(result)));
+    this.push(encodeFrame(REQ_OF_KIND[stream.kind] + 1, 0, stream.id, Buffer.of(result)));
     if (result === Result.OK) stream._opened(result);
     else stream.close(result);
   }
@@ -262,9 +284,11 @@ export class Session {
         return;
       }
       case FrameType.INSIDE_CONNECT_REQ:
-      case FrameType.OUTSIDE_CONNECT_REQ: return this.onOpen(f);
+      case FrameType.OUTSIDE_CONNECT_REQ:
+      case FrameType.CLIENT_CONNECT_REQ: return this.onOpen(f);
       case FrameType.INSIDE_CONNECT_RSP:
-      case FrameType.OUTSIDE_CONNECT_RSP: {
+      case FrameType.OUTSIDE_CONNECT_RSP:
+      case FrameType.CLIENT_CONNECT_RSP: {
         if (f.payload.length !== 1) throw new MalformedFrameError('connect response must be 1 byte');
         const s = this.streams.get(f.stream);
         if (s && s.state === 'opening' && this.isLocal(f.stream)) s._opened(f.payload[0]);
@@ -276,17 +300,16 @@ export class Session {
   }
 
   private isLocal(id: number): boolean {
-    return (id & 1) === (this.role === 'outside' ? 1 : 0);
+    return (id & 1) === (OPENS_ODD[this.role] ? 1 : 0);
   }
 
   private onOpen(f: Frame): void {
     if (!this.established) throw new ProtocolError('stream opened before the session was initialised');
-    const expected = this.role === 'inside' ? FrameType.INSIDE_CONNECT_REQ : FrameType.OUTSIDE_CONNECT_REQ;
-    if (f.type !== expected) throw new ProtocolError(`${this.role} relay cannot receive this connect request`);
+    if (f.type !== ACCEPTS[this.role]) throw new ProtocolError(`a ${this.role} session cannot receive ${frameTypeName(f.type)}`);
     if (f.stream === 0 || this.isLocal(f.stream)) throw new ProtocolError(`stream id ${f.stream} has the wrong parity`);
     if (this.streams.has(f.stream)) throw new ProtocolError(`stream id ${f.stream} already in use`);
     const { host, port } = decodeAddress(f.payload.subarray(0, 3 + (f.payload.length >= 3 ? f.payload[2] : 0)));
-    const kind: StreamKind = f.type === FrameType.INSIDE_CONNECT_REQ ? 'inside-connect' : 'outside-connect';
+    const kind = KIND_OF_REQ.get(f.type)!;
     const s = new Stream(this, f.stream, kind, host, port, this.windowSize);
     const extra = f.payload.subarray(3 + f.payload[2]);
     s.extra = extra.length ? Buffer.from(extra) : undefined;

@@ -1,7 +1,7 @@
 import { Result, resultName } from '../errors.js';
 import type { Session } from './session.js';
 
-export type StreamKind = 'inside-connect' | 'outside-connect';
+export type StreamKind = 'inside-connect' | 'outside-connect' | 'client-connect';
 
 /**
  * One carried connection on a session. The Session feeds it; the relay glue reads and writes it.
