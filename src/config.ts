@@ -31,7 +31,7 @@ const limits = z.strictObject({
   max_streams: z.number().int().positive().default(65_536),
 }).prefault({});
 
-/** The client port (docs/client.md): agents connect here, one TLS connection per carried connection. */
+/** The client port (docs/client.md): each agent holds one TLS session here and carries its connections over it. */
 const clientsSchema = z.strictObject({
   listen: hostPort,
   cert_file: z.string(),
@@ -41,6 +41,8 @@ const clientsSchema = z.strictObject({
   users_file: z.string().optional(),
   allow: z.strictObject({ destinations: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional() }).prefault({}),
   handshake_timeout_ms: z.number().int().positive().default(10_000),
+  /** Connections one agent's session may carry at once. */
+  max_streams: z.number().int().positive().default(4096),
 }).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
   .refine((v) => v.auth !== 'users' || !!v.users_file, { message: 'auth: users needs users_file', path: ['users_file'] });
 

@@ -66,6 +66,7 @@ export const ErrorCode = {
   CLIENT_AUTH: 'PS_ERR_CLIENT_AUTH',
   NO_ROUTE: 'PS_ERR_NO_ROUTE',
   HOOK: 'PS_ERR_HOOK',
+  STREAM_AUTH: 'PS_ERR_STREAM_AUTH',
 } as const;
 export type ErrorCodeName = (typeof ErrorCode)[keyof typeof ErrorCode];
 

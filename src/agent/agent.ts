@@ -2,9 +2,9 @@
  * The client agent (`portside client`, docs/client.md): local forwards and a local SOCKS5 server
  * for programs on the client computer (the LD_PRELOAD hook of `portside run` talks to that
  * SOCKS5 server too). Per destination (claim 12) a connection goes
- *   portside — a new TLS 1.3 connection to the outside relay's client port (fresh ephemeral keys
- *              for this connection alone, 607), the outside relay's certificate pinned by SHA-256,
- *              then SOCKS5 with our username/password inside it;
+ *   portside — a stream on our one TLS 1.3 session to the outside relay's client port (its
+ *              certificate pinned by SHA-256): SOCKS5 with our username/password, then the
+ *              connection's bytes sealed with keys made for it alone (607, src/session/seal.ts);
  *   firewall — through the firewall's SOCKS5 directly;
  *   direct   — a plain TCP connection.
  * Every failure is one log line with a distinct code; the local program sees an ordinary
@@ -15,10 +15,15 @@ import tls from 'node:tls';
 import { networkInterfaces } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { joinHostPort, splitHostPort } from '../config.js';
-import { ErrorCode, PortsideError, Result, type ErrorCodeName } from '../errors.js';
+import { ErrorCode, PortsideError, Result, resultName, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
+import { CarriedConnection } from '../relay/carried.js';
+import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
+import { FrameType } from '../session/frame.js';
+import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
+import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
 import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
@@ -50,9 +55,8 @@ function connectError(rep: number, target: string): AgentError {
   }
 }
 
-/** Warm connections kept ready, and how long one may wait (well inside the client port's set-up deadline). */
-const WARM_POOL = 2;
-const WARM_MAX_AGE_MS = 5_000;
+/** Keep-alive on the client session: a dead outside relay is noticed within the timeout. */
+const KEEPALIVE = { intervalMs: 15_000, timeoutMs: 45_000 };
 
 function fingerprintOf(sock: tls.TLSSocket): string {
   const cert = sock.getPeerX509Certificate();
@@ -65,10 +69,9 @@ export class ClientAgent {
   private readonly outside: { host: string; port: number };
   /** One context for all connections: building it per connection costs more than the handshake's crypto. */
   private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3' });
-  /** Pre-connected, pinned, unused connections to the client port (see takeOutside). */
-  private readonly warm: Array<{ sock: tls.TLSSocket; born: number; timer: NodeJS.Timeout; drop: () => void }> = [];
-  private warming = 0;
-  private stopped = false;
+  /** Our session to the client port, and its TLS socket; a new one is dialled when it is gone. */
+  private session: { session: Session; sock: tls.TLSSocket } | null = null;
+  private dialing: Promise<{ session: Session; sock: tls.TLSSocket }> | null = null;
 
   /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
   private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
@@ -101,8 +104,8 @@ export class ClientAgent {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    for (const w of this.warm.splice(0)) { clearTimeout(w.timer); w.sock.destroy(); }
+    this.session?.sock.destroy();
+    this.session = null;
     for (const s of this.sockets) s.destroy();
     await Promise.all([...this.servers, ...(this.back ? [this.back.server] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
@@ -247,48 +250,48 @@ export class ClientAgent {
   }
 
   /**
-   * A connection to the client port for one carried connection: a warm one if the pool has it
-   * (handshake done ahead, pin checked, never used), else a new one. Either way each carries
-   * exactly one connection, so each still has keys of its own. Taking one refills the pool in the
-   * background; warm connections unused for WARM_MAX_AGE_MS are closed and not replaced, so an
-   * idle agent holds none.
+   * Our session to the client port: one TLS connection carries every connection we send through
+   * portside. INIT goes out at once and the first stream may follow it in the same flight.
    */
-  private takeOutside(): Promise<tls.TLSSocket> {
-    let got: tls.TLSSocket | undefined;
-    while (!got && this.warm.length) {
-      const w = this.warm.shift()!;
-      clearTimeout(w.timer);
-      w.sock.off('close', w.drop);
-      if (!w.sock.destroyed && w.sock.readable && Date.now() - w.born < WARM_MAX_AGE_MS) got = w.sock;
-      else w.sock.destroy();
-    }
-    this.refill();
-    return got ? Promise.resolve(got) : this.connectOutside();
-  }
-
-  private refill(): void {
-    while (this.warm.length + this.warming < WARM_POOL) {
-      this.warming++;
-      this.connectOutside().then((sock) => {
-        this.warming--;
-        if (this.stopped) { sock.destroy(); return; }
-        const w = {
-          sock,
-          born: Date.now(),
-          drop: () => { const i = this.warm.indexOf(w); if (i >= 0) { this.warm.splice(i, 1); clearTimeout(w.timer); } },
-          timer: setTimeout(() => { w.drop(); sock.destroy(); }, WARM_MAX_AGE_MS),
-        };
-        w.timer.unref();
-        sock.on('error', () => {});
-        sock.once('close', w.drop);
-        this.warm.push(w);
-      }, () => { this.warming--; }); // the next real connection reports the failure
-    }
+  private clientSession(): Promise<{ session: Session; sock: tls.TLSSocket }> {
+    if (this.session && !this.session.session.closed) return Promise.resolve(this.session);
+    this.dialing ??= this.connectOutside().then((sock) => {
+      const entry = { sock, session: null as unknown as Session };
+      entry.session = sessionOverSocket(sock, {
+        role: 'client',
+        onClose: (err) => {
+          if (this.session === entry) this.session = null;
+          sock.destroy();
+          this.log.debug({ event: 'agent.session_closed', code: err?.code, reason: err?.message }, 'session to the outside relay ended');
+        },
+      }, KEEPALIVE);
+      entry.session.established = true;
+      entry.session.sendControl(FrameType.INIT, 0, Buffer.from('{"v":1}'));
+      this.session = entry;
+      this.log.debug({ event: 'agent.session_established', outside: this.cfg.outside }, 'session to the outside relay established');
+      return entry;
+    }).finally(() => { this.dialing = null; });
+    return this.dialing;
   }
 
   private async openPortside(host: string, port: number): Promise<net.Socket> {
-    const sock = await this.takeOutside();
+    const { session, sock: tlsSock } = await this.clientSession();
     const target = joinHostPort(host, port);
+    // 607: a key exchange for this connection alone; our share rides in the request.
+    const own = newKeyShare();
+    let sock: CarriedConnection;
+    try {
+      sock = new CarriedConnection(session.open('0.0.0.0', 0, own.share), { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
+    } catch (err) {
+      throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `session to the outside relay ended: ${(err as Error).message}`, Rep.GENERAL_FAILURE);
+    }
+    sock.on('error', () => {}); // reported through the set-up below, or by whoever pipes it
+    sock.onfailure = (err) => {
+      if (err.code === ErrorCode.STREAM_AUTH) this.log.warn({ event: 'agent.stream_failed', code: err.code, target, reason: err.message }, 'connection reset: bad sealed record');
+    };
+    sock.stream.onopen = (result) => {
+      if (result !== Result.OK) sock.destroy(new PortsideError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay refused the stream: ${resultName(result)}`, result));
+    };
     const r = new ByteReader(sock);
     // With a back-connect port, every request carries an offer: the outside relay uses it only if
     // this turns out to be a control connection whose notices need a connection back to us.
@@ -311,14 +314,17 @@ export class ClientAgent {
         const [, rep] = await r.read(3);
         await readAddr(r);
         if (rep !== 0) throw connectError(rep, target);
-        r.release();
-        return sock as net.Socket;
+        // The outside relay's key share; whatever follows it is already sealed.
+        const share = await r.read(SHARE_SIZE);
+        sock.seal(own, share, 'client', r.take());
+        return sock as unknown as net.Socket;
       })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`);
     } catch (err) {
       sock.destroy();
       if (err instanceof AgentError) throw err;
       const e = err as PortsideError;
       if (e.code === ErrorCode.TIMEOUT) throw new AgentError(ErrorCode.TIMEOUT, e.message, Rep.TTL_EXPIRED);
+      if (e.code === ErrorCode.STREAM_AUTH) throw new AgentError(ErrorCode.STREAM_AUTH, `connection to ${target}: ${e.message}`, Rep.GENERAL_FAILURE);
       throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ended the connection to ${target}: ${e.message}`, Rep.GENERAL_FAILURE);
     }
   }

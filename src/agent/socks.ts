@@ -100,15 +100,27 @@ export class ByteReader {
     this.serve();
   }
 
-  /** Stop reading; returns bytes that arrived past the handshake (pushed back onto the socket). */
+  /** Bytes read past what the handshake asked for. */
+  get pending(): number {
+    return this.buf.length;
+  }
+
+  /** Stop reading; bytes that arrived past the handshake are pushed back onto the socket. */
   release(): void {
+    const rest = this.take();
+    if (rest.length) this.sock.unshift(rest);
+  }
+
+  /** Stop reading (the socket is left paused) and hand back the bytes read past the handshake. */
+  take(): Buffer {
     this.sock.off('data', this.onData);
     this.sock.off('end', this.onEnd);
     this.sock.off('close', this.onEnd);
     this.sock.off('error', this.onError);
     this.sock.pause();
-    if (this.buf.length) this.sock.unshift(this.buf);
+    const rest = this.buf;
     this.buf = Buffer.alloc(0);
+    return rest;
   }
 }
 

@@ -1,11 +1,12 @@
 /**
  * The outside relay's client port (docs/client.md; patent Fig. 6 steps 602-612, [0030], [0034]).
  *
- * Every connection a client agent carries is its own TLS 1.3 connection to this port with a fresh
- * X25519 key exchange each time (a full handshake: no tickets, no resumption), so each carried
- * connection is encrypted with keys made for it alone (607, claim 7). The agent pins our
- * certificate by its SHA-256 fingerprint. Inside the TLS the agent speaks SOCKS5 with RFC 1929
- * username/password, and we
+ * A client agent holds one TLS 1.3 session here (our certificate pinned by its SHA-256
+ * fingerprint) and carries each connection as a stream on it (client-connect.req). Each
+ * connection has keys of its own (607, claim 7): the agent's X25519 share rides in the request,
+ * ours follows the SOCKS5 success reply, and from then on the connection's bytes are sealed
+ * records (src/session/seal.ts, src/relay/carried.ts). Before that, in the stream, the agent
+ * speaks SOCKS5 with RFC 1929 username/password, and we
  *   - auth: firewall — relay the username/password and then the CONNECT to the firewall (603-605),
  *     hold its "established" and close that connection (606), or
  *   - auth: users — check the password against our users file;
@@ -25,6 +26,12 @@ import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js'
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
+import { FrameType, type Frame } from '../session/frame.js';
+import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
+import type { Session } from '../session/session.js';
+import type { Stream } from '../session/stream.js';
+import { CarriedConnection } from './carried.js';
+import { sessionOverSocket } from './link.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { joinSockets, pipeStream } from './pipe.js';
 
@@ -95,9 +102,7 @@ export class ClientPort {
       cert: this.cert,
       key: this.key,
       minVersion: 'TLSv1.3',
-      // No tickets: every connection is a full handshake with its own ephemeral key exchange.
-      // (Resumption in psk_dhe_ke mode was measured slower here: Node's ticket handling costs more
-      // than the certificate signature it saves; docs/protocol.md, "The client leg".)
+      // No tickets: a session is long-lived, and each one starts with its own key exchange.
       secureOptions: constants.SSL_OP_NO_TICKET,
       allowHalfOpen: true,
       handshakeTimeout: this.cfg.handshake_timeout_ms,
@@ -109,7 +114,7 @@ export class ClientPort {
       this.sockets.add(raw);
       raw.on('close', () => this.sockets.delete(raw));
     });
-    server.on('secureConnection', (s: tls.TLSSocket) => this.onAgent(s));
+    server.on('secureConnection', (s: tls.TLSSocket) => this.onSession(s));
     server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
       this.log.warn({ event: 'client.rejected', code: ErrorCode.TLS, remote: s.remoteAddress, reason: err.message }, 'agent TLS handshake failed');
     });
@@ -129,22 +134,98 @@ export class ClientPort {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
-  private onAgent(sock: tls.TLSSocket): void {
+  /**
+   * An agent's session: its first frame must be INIT ({"v":1}); then it opens one stream per
+   * connection. A protocol violation ends the session (GOAWAY with the code); a bad connection
+   * only resets its own stream.
+   */
+  private onSession(sock: tls.TLSSocket): void {
     sock.setNoDelay(true);
-    const agent = sock.remoteAddress ?? '?';
-    const log = this.log.child({ agent: joinHostPort(agent, sock.remotePort ?? 0) });
+    const agent = joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0);
+    const log = this.log.child({ agent });
+    const limits = this.relay.cfg.limits;
+    const session: Session = sessionOverSocket(sock, {
+      role: 'client-port',
+      maxStreams: this.cfg.max_streams,
+      onControl: (f: Frame) => this.onControl(session, f, log),
+      onStream: (stream: Stream) => this.onStream(session, sock, stream, log),
+      onClose: (err) => {
+        if (err && err.code !== ErrorCode.SESSION_CLOSED) log.warn({ event: 'client.session_closed', code: err.code, reason: err.message }, 'agent session ended');
+        else log.debug({ event: 'client.session_closed' }, 'agent session ended');
+        sock.destroy();
+      },
+    }, { intervalMs: limits.keepalive_interval_ms, timeoutMs: limits.keepalive_timeout_ms });
+    // INIT must come within the handshake deadline, like the TLS handshake itself.
+    const timer = setTimeout(() => {
+      if (!session.established) {
+        log.warn({ event: 'client.rejected', code: ErrorCode.HANDSHAKE_TIMEOUT, reason: 'no INIT' }, 'agent session set-up timed out');
+        sock.destroy();
+      }
+    }, this.cfg.handshake_timeout_ms);
+    timer.unref();
+    sock.once('close', () => clearTimeout(timer));
+  }
+
+  private onControl(session: Session, f: Frame, log: Logger): void {
+    if (f.type === FrameType.INIT && f.stream === 0 && !session.established) {
+      let v: unknown;
+      try {
+        v = JSON.parse(f.payload.toString('utf8'));
+      } catch {
+        v = null;
+      }
+      if ((v as { v?: unknown } | null)?.v !== 1) {
+        log.warn({ event: 'client.rejected', code: ErrorCode.PROTOCOL, reason: 'bad INIT' }, 'agent session refused: unsupported INIT');
+        session.goAway(Result.PROTOCOL_ERROR, 'client session INIT must be {"v":1}');
+        return;
+      }
+      session.established = true;
+      session.sendControl(FrameType.INIT_ACK, 0, Buffer.from('{"v":1}'));
+      log.debug({ event: 'client.session_established' }, 'agent session established');
+      return;
+    }
+    if (f.type === FrameType.PING) return; // answers to our keep-alives
+    log.warn({ event: 'client.rejected', code: ErrorCode.PROTOCOL, frame: f.type }, 'unexpected frame on an agent session');
+    session.goAway(Result.PROTOCOL_ERROR, `unexpected frame 0x${f.type.toString(16)} on a client session`);
+  }
+
+  /** One connection an agent carries: set it up (SOCKS5 inside the stream) under one deadline. */
+  private onStream(session: Session, tlsSock: tls.TLSSocket, stream: Stream, log: Logger): void {
+    const share = stream.extra;
+    if (!share || share.length !== SHARE_SIZE) {
+      log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: 'client-connect.req without a 32-byte key share' }, 'client connection refused');
+      session.answer(stream, Result.PROTOCOL_ERROR);
+      return;
+    }
+    session.answer(stream, Result.OK);
+    const sock = new CarriedConnection(stream, { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
+    const slog = log.child({ cstream: stream.id });
+    sock.onfailure = (err) => {
+      if (err.code === ErrorCode.STREAM_AUTH) slog.warn({ event: 'client.stream_failed', code: err.code, reason: err.message }, 'client connection reset: bad sealed record');
+    };
+    sock.on('error', () => {}); // reported through onfailure and the set-up's own errors
     // Everything up to the answer to CONNECT has one deadline: nothing hangs.
     const limit = this.cfg.handshake_timeout_ms + this.relay.cfg.limits.connect_timeout_ms;
     const r = new ByteReader(sock);
-    withTimeout(this.negotiate(sock, r, log), limit, 'client set-up').catch((err: PortsideError) => {
-      // Agents pre-connect a few connections and close those they do not use: not a failure.
-      if (r.received === 0 && err.code !== ErrorCode.TIMEOUT) log.debug({ event: 'client.unused', reason: err.message }, 'agent closed a pre-connected connection unused');
-      else log.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
+    withTimeout(this.negotiate(sock, share, r, slog), limit, 'client set-up').catch((err: PortsideError) => {
+      slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
   }
 
-  private async negotiate(sock: tls.TLSSocket, r: ByteReader, log: Logger): Promise<void> {
+  /**
+   * Tell the agent it is connected, with our key share, and seal the connection from here on.
+   * The agent sends nothing in between: bytes already past its request are a protocol error.
+   */
+  private established(sock: CarriedConnection, r: ByteReader, agentShare: Buffer): void {
+    if (r.pending) throw new PortsideError(ErrorCode.PROTOCOL, 'agent sent data before the connection was established', Result.PROTOCOL_ERROR);
+    const own = newKeyShare();
+    sock.write(Buffer.concat([reply(Rep.SUCCEEDED), own.share]));
+    r.release();
+    sock.seal(own, agentShare, 'client-port');
+  }
+
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Logger): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -202,7 +283,7 @@ export class ClientPort {
     const wait = this.passive.get(req.port);
     if (wait && wait.agent === sock.remoteAddress && wait.user === cred.username) {
       fw?.destroy();
-      return this.attachPassive(sock, r, req.port, wait, tlog);
+      return this.attachPassive(sock, agentShare, r, req.port, wait, tlog);
     }
 
     if (this.destinations && !matchAny(this.destinations, req.host, req.port)) {
@@ -250,13 +331,10 @@ export class ClientPort {
       sock.end(reply(repForResult(result)));
       return;
     }
-    // 611-612: only now the agent is told it is connected.
-    sock.write(reply(Rep.SUCCEEDED));
-    r.release();
+    // 611-612: only now the agent is told it is connected (607: with our key share).
+    this.established(sock, r, agentShare);
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
-    // A TLS socket cannot send a TCP reset (Node throws); a reset stream closes it instead.
-    sock.resetAndDestroy = () => sock.destroy();
-    pipeStream(stream, sock, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
+    pipeStream(stream, sock as unknown as net.Socket, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
   }
 
   /**
@@ -326,7 +404,7 @@ export class ClientPort {
     return null;
   }
 
-  private attachPassive(sock: tls.TLSSocket, r: ByteReader, port: number, wait: PassiveWait, log: Logger): void {
+  private attachPassive(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, port: number, wait: PassiveWait, log: Logger): void {
     this.passive.delete(port);
     clearTimeout(wait.timer);
     const hop = net.connect({ host: wait.local, port, localAddress: wait.local, noDelay: true, allowHalfOpen: true });
@@ -339,10 +417,16 @@ export class ClientPort {
     hop.once('connect', () => {
       clearTimeout(t);
       hop.removeAllListeners('error');
-      sock.write(reply(Rep.SUCCEEDED));
-      r.release();
+      try {
+        this.established(sock, r, agentShare);
+      } catch (err) {
+        log.warn({ event: 'client.failed', code: (err as PortsideError).code, reason: (err as Error).message }, 'client connection failed during set-up');
+        hop.destroy();
+        sock.destroy();
+        return;
+      }
       log.info({ event: 'client.passive_attached', port }, 'agent attached to a passive data listener');
-      joinSockets(sock, hop);
+      joinSockets(sock as unknown as net.Socket, hop);
     });
   }
 }

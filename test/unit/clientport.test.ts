@@ -1,5 +1,6 @@
 // The client port and the agent in one process on loopback, with a real outside relay, a real inside
-// relay (direct line) and a TCP echo target: pinning, per-connection keys, users-file auth, errors.
+// relay (direct line) and a TCP echo target: pinning, one client session, per-connection keys,
+// users-file auth, errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -16,6 +17,11 @@ import { ClientAgent, AgentError } from '../../src/agent/agent.js';
 import { loadClientConfig } from '../../src/agent/config.js';
 import { makeSelfSignedCert } from '../../src/agent/cert.js';
 import { hashUserLine } from '../../src/agent/users.js';
+import { Result } from '../../src/errors.js';
+import { CarriedConnection } from '../../src/relay/carried.js';
+import { sessionOverSocket } from '../../src/relay/link.js';
+import { FrameType } from '../../src/session/frame.js';
+import { newKeyShare } from '../../src/session/seal.js';
 
 const log = createLogger('silent');
 
@@ -100,38 +106,53 @@ describe('client port and agent (loopback, in process)', () => {
     expect((await roundTrip(sock, data)).equals(data)).toBe(true);
   });
 
-  it('every carried connection is its own full TLS 1.3 handshake with a fresh X25519 exchange (per-connection keys)', async () => {
+  it('one pinned TLS 1.3 session (X25519) carries every connection; each connection is sealed with keys of its own', async () => {
     const agent = agentFor();
-    const a = await agent.connectOutside();
-    const b = await agent.connectOutside();
+    const t = await agent.connectOutside();
     try {
-      for (const s of [a, b]) {
-        expect(s.getProtocol()).toBe('TLSv1.3');
-        expect(s.isSessionReused()).toBe(false);
-        expect(s.getEphemeralKeyInfo()).toMatchObject({ type: 'ECDH', name: 'X25519' });
-      }
-      const ka = a.exportKeyingMaterial(32, 'EXPORTER-portside-test', Buffer.alloc(0));
-      const kb = b.exportKeyingMaterial(32, 'EXPORTER-portside-test', Buffer.alloc(0));
-      expect(ka.equals(kb)).toBe(false);
-      // Same certificate both times: the keys differ because the exchange is ephemeral, not the identity.
-      expect(a.getPeerCertificate().fingerprint256).toBe(b.getPeerCertificate().fingerprint256);
+      expect(t.getProtocol()).toBe('TLSv1.3');
+      expect(t.getEphemeralKeyInfo()).toMatchObject({ type: 'ECDH', name: 'X25519' });
     } finally {
-      a.destroy();
-      b.destroy();
+      t.destroy();
     }
-  });
-
-  it('warm connections: each carries one connection, and each has keys of its own', async () => {
-    const agent = agentFor();
-    const seen = new Set<string>();
+    const conns: CarriedConnection[] = [];
     for (let i = 0; i < 6; i++) {
       const { sock } = await agent.open('127.0.0.1', echoPort);
-      const tlsSock = sock as import('node:tls').TLSSocket;
-      seen.add(tlsSock.exportKeyingMaterial(32, 'EXPORTER-portside-test', Buffer.alloc(0)).toString('hex'));
+      expect(sock).toBeInstanceOf(CarriedConnection);
+      const c = sock as unknown as CarriedConnection;
+      expect(c.sealed).toBe(true);
       expect((await roundTrip(sock, Buffer.from('y'))).toString()).toBe('y');
+      conns.push(c);
     }
-    expect(seen.size).toBe(6);
+    expect(new Set(conns.map((c) => c.stream.session)).size).toBe(1);
+    expect(new Set(conns.map((c) => c.stream.id)).size).toBe(6);
     await agent.stop();
+  });
+
+  it('a connection without a key share is refused; the session and its other connections go on', async () => {
+    const agent = agentFor();
+    const t = await agent.connectOutside();
+    const session = sessionOverSocket(t, { role: 'client' }, { intervalMs: 60_000, timeoutMs: 120_000 });
+    session.established = true;
+    session.sendControl(FrameType.INIT, 0, Buffer.from('{"v":1}'));
+    const bare = session.open('0.0.0.0', 0);
+    const result = await new Promise<number>((r) => { bare.onopen = r; });
+    expect(result).toBe(Result.PROTOCOL_ERROR);
+    expect(session.closed).toBe(false);
+    const ok = session.open('0.0.0.0', 0, newKeyShare().share);
+    expect(await new Promise<number>((r) => { ok.onopen = r; })).toBe(Result.OK);
+    t.destroy();
+  });
+
+  it('a client session whose first frame is not INIT is ended with GOAWAY PROTOCOL_ERROR', async () => {
+    const agent = agentFor();
+    const t = await agent.connectOutside();
+    const closed = new Promise<number | null>((resolve) => {
+      const session = sessionOverSocket(t, { role: 'client', onClose: (_e, remote) => resolve(remote) }, { intervalMs: 60_000, timeoutMs: 120_000 });
+      session.established = true;
+      session.open('0.0.0.0', 0, newKeyShare().share);
+    });
+    expect(await closed).toBe(Result.PROTOCOL_ERROR);
   });
 
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
@@ -169,7 +190,7 @@ describe('client port and agent (loopback, in process)', () => {
       expect((await roundTrip(sock, Buffer.from('x'))).toString()).toBe('x');
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    process.stdout.write(`client port: ${n} sequential connections (TLS 1.3 + X25519 + SOCKS5 + inside-connect + 1-byte echo) in ${ms.toFixed(0)} ms = ${(n / (ms / 1000)).toFixed(0)}/s\n`);
+    process.stdout.write(`client port: ${n} sequential connections (stream + X25519 per connection + SOCKS5 + inside-connect + 1-byte echo) in ${ms.toFixed(0)} ms = ${(n / (ms / 1000)).toFixed(0)}/s\n`);
     expect(ms).toBeGreaterThan(0);
   });
 });

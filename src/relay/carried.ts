@@ -1,0 +1,139 @@
+/**
+ * One connection of a client session (client agent ⇄ outside relay's client port) seen as a
+ * Duplex, so the SOCKS5 set-up code and the pipes treat it like a socket.
+ *
+ * It starts in the clear (inside the session's TLS): the SOCKS5 greeting, password and request,
+ * and the answers to them. Once the connection is established both sides call seal() and every
+ * byte after that travels in records sealed with this connection's own keys (src/session/seal.ts).
+ * Flow control is the stream's credit window: window is granted back only as our reader takes
+ * the bytes, so a slow local program holds at most one window of this connection's data.
+ */
+import { Duplex } from 'node:stream';
+import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
+import { Opener, Sealer, deriveStreamKeys, type KeyShare } from '../session/seal.js';
+import type { Stream } from '../session/stream.js';
+
+export interface CarriedAddresses { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }
+
+export class CarriedConnection extends Duplex {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+  private sealer: Sealer | null = null;
+  private opener: Opener | null = null;
+  /** Stream bytes delivered to our readable side but not yet granted back (the reader is full). */
+  private ungranted = 0;
+  private full = false;
+  /** A write waiting for the stream's window or the session's transport. */
+  private writeDone: ((err?: Error | null) => void) | null = null;
+  /** Called with the reason when the stream fails (reset by the peer, a bad record). */
+  onfailure: ((err: PortsideError) => void) | null = null;
+
+  constructor(readonly stream: Stream, addrs: CarriedAddresses = {}) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
+    this.remoteAddress = addrs.remoteAddress;
+    this.remotePort = addrs.remotePort;
+    this.localAddress = addrs.localAddress;
+    this.localPort = addrs.localPort;
+    stream.ondata = (buf) => this.onStreamData(buf);
+    stream.onend = () => this.push(null);
+    stream.ondrain = () => {
+      const done = this.writeDone;
+      this.writeDone = null;
+      done?.();
+    };
+    stream.onreset = (result, message) => {
+      if (this.destroyed) return;
+      // A peer that just went away (CANCELLED) is an ordinary close; anything else is an error.
+      if (result === Result.CANCELLED) this.destroy();
+      else this.fail(new PortsideError(ErrorCode.CONNECT_FAILED, `connection reset: ${message || resultName(result)}`, result));
+    };
+  }
+
+  /**
+   * From now on this connection's bytes are sealed with keys of its own. `early`: bytes that
+   * arrived after the peer's key share and were read in the clear (they are sealed records).
+   * Nothing may be waiting to be written: everything before this call goes out in the clear.
+   */
+  seal(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port', early?: Buffer): void {
+    if (this.writableLength > 0) throw new PortsideError(ErrorCode.PROTOCOL, 'cannot seal a connection with writes pending', Result.PROTOCOL_ERROR);
+    const keys = deriveStreamKeys(own, peerShare, side);
+    this.sealer = new Sealer(keys.send);
+    this.opener = new Opener(keys.recv);
+    if (early?.length) this.onStreamData(early, false);
+  }
+
+  get sealed(): boolean {
+    return this.sealer !== null;
+  }
+
+  /** Sockets have it; a carried connection is always "no delay" (the session batches). */
+  setNoDelay(): this {
+    return this;
+  }
+
+  /** Abort: the peer sees a reset stream, the local side an error-free close. */
+  resetAndDestroy(): this {
+    this.stream.reset(Result.CANCELLED);
+    return this.destroy();
+  }
+
+  private onStreamData(buf: Buffer, fromStream = true): void {
+    if (this.destroyed) return;
+    let pieces: Buffer[];
+    if (this.opener) {
+      try {
+        pieces = this.opener.push(buf);
+      } catch (err) {
+        // Tell the peer why (its reset reaches it as PROTOCOL_ERROR), then fail with our code.
+        this.stream.onreset = null;
+        this.stream.reset((err as PortsideError).result ?? Result.PROTOCOL_ERROR);
+        this.fail(err as PortsideError);
+        return;
+      }
+    } else pieces = [buf];
+    for (const p of pieces) if (!this.push(p)) this.full = true;
+    if (!fromStream) return;
+    if (this.full) this.ungranted += buf.length;
+    else this.stream.consumed(buf.length);
+  }
+
+  private fail(err: PortsideError): void {
+    if (this.destroyed) return;
+    this.onfailure?.(err);
+    this.destroy(err);
+  }
+
+  override _read(): void {
+    this.full = false;
+    if (this.ungranted) {
+      const n = this.ungranted;
+      this.ungranted = 0;
+      this.stream.consumed(n);
+    }
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    let ok = true;
+    if (this.sealer) for (const rec of this.sealer.seal(chunk)) ok = this.stream.write(rec);
+    else ok = this.stream.write(chunk);
+    if (this.stream.state === 'closed') return done(new PortsideError(ErrorCode.CONNECT_FAILED, 'connection closed', Result.STREAM_CLOSED));
+    if (ok) done();
+    else this.writeDone = done;
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.stream.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    // Closed before both directions ended cleanly: tell the peer.
+    if (this.stream.state !== 'closed') this.stream.reset(Result.CANCELLED);
+    const w = this.writeDone;
+    this.writeDone = null;
+    w?.(err);
+    done(err);
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Per-connection keys for the client leg (patent 607 and 1326, claim 7; docs/protocol.md,
+ * "The client leg"). A pure codec: no sockets.
+ *
+ * Each carried connection makes its own X25519 exchange: the agent's share rides in its
+ * client-connect.req, the outside relay's share follows its SOCKS5 success reply. Both sides
+ * derive, with HKDF-SHA256 over the shared secret and both shares, one AES-256-GCM key per
+ * direction. The connection's bytes then travel as sealed records:
+ *
+ *   | length u32 (plaintext bytes, 1..MAX_RECORD) | ciphertext (length bytes) | tag (16) |
+ *
+ * The nonce is the record's sequence number (96 bits, big-endian), per direction, so a record
+ * dropped, replayed or moved fails the tag. The length header is the AAD.
+ */
+import { createCipheriv, createDecipheriv, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { ErrorCode, PortsideError, Result } from '../errors.js';
+
+export const SHARE_SIZE = 32;
+export const TAG_SIZE = 16;
+export const RECORD_HEADER = 4;
+/** Largest plaintext in one record: also the most the opener buffers before it can check a tag. */
+export const MAX_RECORD = 64 * 1024;
+const INFO = Buffer.from('portside client stream v1');
+
+/** A record that fails its tag, or a length out of range: the connection is not trustworthy. */
+export class SealError extends PortsideError {
+  constructor(message: string) {
+    super(ErrorCode.STREAM_AUTH, message, Result.PROTOCOL_ERROR);
+  }
+}
+
+export interface KeyShare { privateKey: KeyObject; share: Buffer }
+
+/** A fresh ephemeral X25519 key pair for one connection. */
+export function newKeyShare(): KeyShare {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  // JWK, not DER: OpenSSL's DER encoder and decoder cost about 70 µs each here, JWK about 5.
+  return { privateKey, share: Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url') };
+}
+
+export interface StreamKeys { send: Buffer; recv: Buffer }
+
+/**
+ * The two directions' keys. `side` says which share is ours: the agent is 'client', the
+ * outside relay 'client-port'. Both sides compute the same pair, swapped.
+ */
+export function deriveStreamKeys(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): StreamKeys {
+  if (peerShare.length !== SHARE_SIZE) throw new SealError(`key share of ${peerShare.length} bytes, expected ${SHARE_SIZE}`);
+  let secret: Buffer;
+  try {
+    const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: peerShare.toString('base64url') }, format: 'jwk' });
+    secret = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
+  } catch (err) {
+    throw new SealError(`bad key share: ${(err as Error).message}`);
+  }
+  // An all-zero secret means a low-order share: refuse it (RFC 7748 §6.1).
+  if (secret.every((b) => b === 0)) throw new SealError('key share of low order');
+  const [clientShare, portShare] = side === 'client' ? [own.share, peerShare] : [peerShare, own.share];
+  const okm = Buffer.from(hkdfSync('sha256', secret, Buffer.concat([clientShare, portShare]), INFO, 64));
+  const c2p = okm.subarray(0, 32);
+  const p2c = okm.subarray(32, 64);
+  return side === 'client' ? { send: c2p, recv: p2c } : { send: p2c, recv: c2p };
+}
+
+function nonce(seq: bigint): Buffer {
+  const n = Buffer.alloc(12);
+  n.writeBigUInt64BE(seq, 4);
+  return n;
+}
+
+/** Plaintext in, sealed records out. */
+export class Sealer {
+  private seq = 0n;
+  constructor(private readonly key: Buffer) {}
+
+  /** Seal buf as one record per MAX_RECORD bytes; each record is one buffer. */
+  seal(buf: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    for (let off = 0; off < buf.length; off += MAX_RECORD) {
+      const piece = buf.subarray(off, Math.min(buf.length, off + MAX_RECORD));
+      const rec = Buffer.allocUnsafe(RECORD_HEADER + piece.length + TAG_SIZE);
+      rec.writeUInt32BE(piece.length, 0);
+      const c = createCipheriv('aes-256-gcm', this.key, nonce(this.seq++));
+      c.setAAD(rec.subarray(0, RECORD_HEADER));
+      const ct = c.update(piece);
+      ct.copy(rec, RECORD_HEADER);
+      c.final();
+      c.getAuthTag().copy(rec, RECORD_HEADER + piece.length);
+      out.push(rec);
+    }
+    return out;
+  }
+}
+
+/**
+ * Sealed records in (any chunking), plaintext out. Plaintext of a record is released only
+ * after its tag checks; at most one record (MAX_RECORD + 20 bytes) is held.
+ */
+export class Opener {
+  private seq = 0n;
+  private header = Buffer.alloc(RECORD_HEADER);
+  private headerHave = 0;
+  /** Bytes of ciphertext+tag still wanted for the current record (0: reading a header). */
+  private want = 0;
+  private length = 0;
+  private decipher: DecipherGCM | null = null;
+  private plain: Buffer[] = [];
+  private tag = Buffer.alloc(TAG_SIZE);
+  private tagHave = 0;
+  private failed = false;
+
+  constructor(private readonly key: Buffer) {}
+
+  /** Bytes held for a record not yet complete. */
+  get buffered(): number {
+    return this.want ? RECORD_HEADER + this.length + TAG_SIZE - this.want : this.headerHave;
+  }
+
+  /** Feed bytes; returns the plaintext of every record completed. Throws SealError (for good). */
+  push(chunk: Buffer, out: Buffer[] = []): Buffer[] {
+    if (this.failed) throw new SealError('sealed stream already failed');
+    let off = 0;
+    try {
+      while (off < chunk.length) {
+        if (this.want === 0) {
+          const n = Math.min(RECORD_HEADER - this.headerHave, chunk.length - off);
+          chunk.copy(this.header, this.headerHave, off, off + n);
+          this.headerHave += n;
+          off += n;
+          if (this.headerHave < RECORD_HEADER) break;
+          this.headerHave = 0;
+          this.length = this.header.readUInt32BE(0);
+          if (this.length === 0 || this.length > MAX_RECORD) throw new SealError(`sealed record of ${this.length} bytes (1..${MAX_RECORD} allowed)`);
+          this.want = this.length + TAG_SIZE;
+          this.tagHave = 0;
+          this.decipher = createDecipheriv('aes-256-gcm', this.key, nonce(this.seq++));
+          this.decipher.setAAD(this.header);
+          continue;
+        }
+        // Ciphertext first, then the tag.
+        const ctLeft = this.want - TAG_SIZE;
+        if (ctLeft > 0) {
+          const n = Math.min(ctLeft, chunk.length - off);
+          this.plain.push(this.decipher!.update(chunk.subarray(off, off + n)));
+          this.want -= n;
+          off += n;
+          continue;
+        }
+        const n = Math.min(TAG_SIZE - this.tagHave, chunk.length - off);
+        chunk.copy(this.tag, this.tagHave, off, off + n);
+        this.tagHave += n;
+        this.want -= n;
+        off += n;
+        if (this.want > 0) break;
+        this.decipher!.setAuthTag(this.tag);
+        try {
+          this.decipher!.final();
+        } catch {
+          throw new SealError('sealed record failed its authentication tag');
+        }
+        this.decipher = null;
+        const p = this.plain;
+        this.plain = [];
+        if (p.length === 1) out.push(p[0]);
+        else out.push(Buffer.concat(p));
+      }
+    } catch (err) {
+      this.failed = true;
+      this.plain = [];
+      throw err;
+    }
+    return out;
+  }
+}

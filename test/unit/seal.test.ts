@@ -1,0 +1,130 @@
+// Per-connection keys of the client leg (src/session/seal.ts): key agreement, sealed records fed
+// at random chunk boundaries against a simple reference, and every way a record can be bad.
+import { describe, expect, it } from 'vitest';
+import { createCipheriv } from 'node:crypto';
+import { ErrorCode } from '../../src/errors.js';
+import { MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
+import { rng } from '../support/rng.js';
+
+function keys() {
+  const a = newKeyShare();
+  const b = newKeyShare();
+  return { client: deriveStreamKeys(a, b.share, 'client'), port: deriveStreamKeys(b, a.share, 'client-port'), a, b };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(SealError);
+    return (err as SealError).code;
+  }
+  return undefined;
+}
+
+describe('per-connection key agreement', () => {
+  it('both sides derive the same keys, swapped, and each exchange gives new ones', () => {
+    const k1 = keys();
+    expect(k1.a.share.length).toBe(SHARE_SIZE);
+    expect(k1.client.send.equals(k1.port.recv)).toBe(true);
+    expect(k1.client.recv.equals(k1.port.send)).toBe(true);
+    expect(k1.client.send.equals(k1.client.recv)).toBe(false);
+    const k2 = keys();
+    expect(k2.client.send.equals(k1.client.send)).toBe(false);
+    expect(k2.a.share.equals(k1.a.share)).toBe(false);
+  });
+
+  it('refuses a short share and a low-order (all-zero) share with PS_ERR_STREAM_AUTH', () => {
+    const a = newKeyShare();
+    expect(codeOf(() => deriveStreamKeys(a, Buffer.alloc(31), 'client'))).toBe(ErrorCode.STREAM_AUTH);
+    expect(codeOf(() => deriveStreamKeys(a, Buffer.alloc(32), 'client'))).toBe(ErrorCode.STREAM_AUTH);
+  });
+});
+
+describe('sealed records', () => {
+  it('round-trips random writes fed at random chunk boundaries, byte for byte', () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = rng(seed);
+      const { client, port } = keys();
+      const sealer = new Sealer(client.send);
+      const opener = new Opener(port.recv);
+      const sent: Buffer[] = [];
+      const wire: Buffer[] = [];
+      for (let i = 0; i < 30; i++) {
+        const n = 1 + Math.floor(r() * (r() < 0.2 ? 3 * MAX_RECORD : 3000));
+        const b = Buffer.alloc(n, i);
+        for (let j = 0; j < n; j += 97) b[j] = Math.floor(r() * 256);
+        sent.push(b);
+        wire.push(...sealer.seal(b));
+      }
+      const all = Buffer.concat(wire);
+      const got: Buffer[] = [];
+      for (let off = 0; off < all.length;) {
+        const n = 1 + Math.floor(r() * (r() < 0.5 ? 20 : 70_000));
+        opener.push(all.subarray(off, off + n), got);
+        off += n;
+      }
+      expect(Buffer.concat(got).equals(Buffer.concat(sent))).toBe(true);
+      expect(opener.buffered).toBe(0);
+    }
+  });
+
+  it('a record is never larger than MAX_RECORD, and the ciphertext is not the plaintext', () => {
+    const { client } = keys();
+    const plain = Buffer.alloc(2 * MAX_RECORD + 5, 0x41);
+    const recs = new Sealer(client.send).seal(plain);
+    expect(recs.map((r) => r.length)).toEqual([MAX_RECORD + 4 + TAG_SIZE, MAX_RECORD + 4 + TAG_SIZE, 5 + 4 + TAG_SIZE]);
+    expect(Buffer.concat(recs).includes(Buffer.alloc(64, 0x41))).toBe(false);
+  });
+
+  it('releases nothing of a record before its tag checks', () => {
+    const { client, port } = keys();
+    const rec = new Sealer(client.send).seal(Buffer.from('hello world'))[0];
+    const opener = new Opener(port.recv);
+    expect(opener.push(rec.subarray(0, rec.length - 1))).toEqual([]);
+    expect(opener.buffered).toBe(rec.length - 1);
+    expect(opener.push(rec.subarray(rec.length - 1)).map(String)).toEqual(['hello world']);
+  });
+
+  it('a flipped bit, a replayed record, a reordered record, the wrong key: PS_ERR_STREAM_AUTH, and the opener stays failed', () => {
+    const { client, port } = keys();
+    const sealer = new Sealer(client.send);
+    const [r1, r2] = [sealer.seal(Buffer.from('one'))[0], sealer.seal(Buffer.from('two'))[0]];
+    const flipped = Buffer.from(r1);
+    flipped[6] ^= 1;
+    expect(codeOf(() => new Opener(port.recv).push(flipped))).toBe(ErrorCode.STREAM_AUTH);
+    const replay = new Opener(port.recv);
+    replay.push(r1);
+    expect(codeOf(() => replay.push(r1))).toBe(ErrorCode.STREAM_AUTH);
+    expect(codeOf(() => replay.push(r2))).toBe(ErrorCode.STREAM_AUTH); // failed for good
+    expect(codeOf(() => new Opener(port.recv).push(r2))).toBe(ErrorCode.STREAM_AUTH);
+    expect(codeOf(() => new Opener(port.send).push(r1))).toBe(ErrorCode.STREAM_AUTH);
+  });
+
+  it('refuses a zero or oversized length from the header alone, holding no more than a header', () => {
+    const { port } = keys();
+    const zero = Buffer.alloc(4);
+    expect(codeOf(() => new Opener(port.recv).push(zero))).toBe(ErrorCode.STREAM_AUTH);
+    const big = Buffer.alloc(4);
+    big.writeUInt32BE(MAX_RECORD + 1, 0);
+    const o = new Opener(port.recv);
+    expect(codeOf(() => o.push(big))).toBe(ErrorCode.STREAM_AUTH);
+  });
+
+  it('matches a reference AES-256-GCM encryption of each record', () => {
+    const { client } = keys();
+    const sealer = new Sealer(client.send);
+    for (let seq = 0; seq < 3; seq++) {
+      const plain = Buffer.from(`record ${seq}`);
+      const rec = sealer.seal(plain)[0];
+      const nonce = Buffer.alloc(12);
+      nonce.writeUInt32BE(seq, 8);
+      const c = createCipheriv('aes-256-gcm', client.send, nonce);
+      c.setAAD(rec.subarray(0, 4));
+      const ct = Buffer.concat([c.update(plain), c.final()]);
+      expect(rec.readUInt32BE(0)).toBe(plain.length);
+      expect(rec.subarray(4, 4 + plain.length).equals(ct)).toBe(true);
+      expect(rec.subarray(4 + plain.length).equals(c.getAuthTag())).toBe(true);
+    }
+  });
+});
