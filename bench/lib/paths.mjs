@@ -62,8 +62,11 @@ function sshArgs(sshd, forward) {
   ];
 }
 
-/** The node flags the `portside` command's own shebang gives (src/cli.ts), so the bench runs what users run. */
-const RELAY_NODE_FLAGS = ['--single-threaded-gc'];
+/**
+ * The node flags the `portside` command's own shebang gives (src/cli.ts), so the bench runs what
+ * users run; PORTSIDE_BENCH_NODE_FLAGS adds more (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ */
+const RELAY_NODE_FLAGS = ['--single-threaded-gc', ...(process.env.PORTSIDE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
 
 function portsideCli(ctx) {
   const cli = join(ctx.root, 'dist', 'cli.js');
@@ -211,7 +214,10 @@ async function createSystemUser() {
   };
   process.on('exit', remove);
   try {
-    execFileSync('chpasswd', [], { input: `${name}:${password}\n`, stdio: ['pipe', 'pipe', 'pipe'] });
+    // SHA-512 crypt (5000 rounds), not Debian 12's default yescrypt: danted checks the password
+    // with crypt() on every connection, and yescrypt costs ~100 ms each here, which would measure
+    // the password hash rather than the relays (bench/README.md).
+    execFileSync('chpasswd', ['-c', 'SHA512', '-s', '5000'], { input: `${name}:${password}\n`, stdio: ['pipe', 'pipe', 'pipe'] });
   } catch (e) {
     remove();
     throw e;
