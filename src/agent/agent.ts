@@ -21,7 +21,7 @@ import { dial } from '../relay/firewall.js';
 import { CarriedConnection } from '../relay/carried.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
-import { FrameType } from '../session/frame.js';
+import { CLIENT_WINDOW, FrameType } from '../session/frame.js';
 import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
@@ -258,7 +258,7 @@ export class ClientAgent {
     this.dialing ??= this.connectOutside().then((sock) => {
       const entry = { sock, session: null as unknown as Session };
       entry.session = sessionOverSocket(sock, {
-        role: 'client',
+        role: 'client', window: CLIENT_WINDOW,
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           sock.destroy();

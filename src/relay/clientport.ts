@@ -26,7 +26,7 @@ import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js'
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
-import { FrameType, type Frame } from '../session/frame.js';
+import { CLIENT_WINDOW, FrameType, type Frame } from '../session/frame.js';
 import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
@@ -145,7 +145,7 @@ export class ClientPort {
     const log = this.log.child({ agent });
     const limits = this.relay.cfg.limits;
     const session: Session = sessionOverSocket(sock, {
-      role: 'client-port',
+      role: 'client-port', window: CLIENT_WINDOW,
       maxStreams: this.cfg.max_streams,
       onControl: (f: Frame) => this.onControl(session, f, log),
       onStream: (stream: Stream) => this.onStream(session, sock, stream, log),
