@@ -11,7 +11,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
-import { holdStream, pipeStream, type HeldData } from './pipe.js';
+import { holdStream, logClosed, pipeStream, type HeldData } from './pipe.js';
 import { channelBinding, clientOptions } from './tls.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 
@@ -189,20 +189,23 @@ export class InsideRelay extends EventEmitter {
     const sock = net.connect({ host: stream.host, port: stream.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => sock.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), this.cfg.limits.connect_timeout_ms);
     stream.onreset = () => sock.destroy(); // the client left before we connected
-    sock.once('error', (err: NodeJS.ErrnoException) => {
+    const onError = (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (stream.state !== 'opening') return;
       const result = resultFromSocketError(err);
       log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result), reason: err.message }, 'cannot connect to target');
       session.answer(stream, result);
-    });
+    };
+    sock.once('error', onError);
     sock.once('connect', () => {
       clearTimeout(timer);
       if (stream.state !== 'opening') { sock.destroy(); return; }
       session.answer(stream, Result.OK);
       log.debug({ ...fields, event: 'stream.opened' }, 'connected to target');
       if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
-      pipeStream(stream, sock, (r, m) => log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), held);
+      // Nothing made here may outlive the set-up (idle connections must stay small).
+      sock.off('error', onError);
+      pipeStream(stream, sock, logClosed(log, fields), held);
     });
   }
 }

@@ -1,8 +1,9 @@
 import type { Socket } from 'node:net';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { Session, type SessionOptions } from '../session/session.js';
+import { written } from './pipe.js';
 
-const COALESCE = 64 * 1024;
+const BIG_WRITE = 16 * 1024;
 const SESSION_HWM = 1024 * 1024;
 const EAGER_BYTES = 4096;
 
@@ -28,23 +29,50 @@ export function sessionOverSocket(
     ...opts,
     onWrite(chunks) {
       if (socket.destroyed) return;
-      let ok: boolean;
-      if (chunks.length === 1) ok = socket.write(chunks[0]);
-      else {
-        // Small frames go out as one write (one TLS record, one syscall); big ones uncopied.
-        let total = 0;
-        for (const c of chunks) total += c.length;
-        if (total <= COALESCE) ok = socket.write(Buffer.concat(chunks, total));
+      // Buffers that lie back to back in memory (DATA frames read in place, see relay/pipe.ts)
+      // go out as one; big ones are written as they are, runs of small ones joined into one
+      // write (one TLS record, one syscall).
+      let ok = true;
+      let run: Buffer[] = [];
+      let runBytes = 0;
+      const writeRun = () => {
+        if (run.length === 1) {
+          const b = run[0];
+          ok = socket.write(b, () => written(b));
+        } else if (run.length > 1) {
+          ok = socket.write(Buffer.concat(run, runBytes));
+          for (const b of run) written(b);
+        }
+        run = [];
+        runBytes = 0;
+      };
+      const put = (b: Buffer) => {
+        if (b.length >= BIG_WRITE) {
+          writeRun();
+          ok = socket.write(b, () => written(b));
+        } else {
+          run.push(b);
+          runBytes += b.length;
+          if (runBytes >= BIG_WRITE) writeRun();
+        }
+      };
+      let cur = chunks[0];
+      for (let i = 1; i < chunks.length; i++) {
+        const c = chunks[i];
+        if (c.buffer === cur.buffer && cur.byteOffset + cur.length === c.byteOffset) cur = Buffer.from(cur.buffer, cur.byteOffset, cur.length + c.length);
         else {
-          socket.cork();
-          ok = true;
-          for (const c of chunks) ok = socket.write(c);
-          socket.uncork();
+          put(cur);
+          cur = c;
         }
       }
+      put(cur);
+      writeRun();
       if (!ok) session.setBlocked(true);
     },
   });
+  // Node's TLS socket copies all buffers of a writev into one new buffer before encrypting;
+  // written one at a time they are encrypted where they are.
+  (socket as unknown as { _writev: unknown })._writev = null;
   // Node's default 16 KiB high-water mark would report backpressure after every frame,
   // pausing and resuming every stream's source each time (two epoll_ctl per frame).
   setWriteHighWaterMark(socket, SESSION_HWM);

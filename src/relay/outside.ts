@@ -11,7 +11,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { AllowList } from './allow.js';
 import { sessionOverSocket } from './link.js';
-import { pipeStream } from './pipe.js';
+import { logClosed, pipeStream } from './pipe.js';
 import { channelBinding, serverOptions } from './tls.js';
 
 /** One inside relay's live session at this outside relay. */
@@ -247,8 +247,10 @@ export class OutsideRelay {
     this.extension.onServiceClient?.(peer, svc, stream, sock);
     const fields = { stream: stream.id, service: svc.name, client };
     peer.log.debug({ ...fields, event: 'stream.opening' }, 'inside-connect.req');
-    sock.on('error', () => {});
+    sock.on('error', ignore);
     stream.onopen = (result) => {
+      // Nothing made here may outlive the set-up (idle connections must stay small).
+      stream.onopen = null;
       if (result !== Result.OK) {
         peer.log.warn({ ...fields, event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
         sock.destroy();
@@ -257,7 +259,7 @@ export class OutsideRelay {
       peer.log.debug({ ...fields, event: 'stream.opened' }, 'inside-connect.rsp OK');
     };
     if (this.extension.onServiceStream?.(peer, svc, stream, sock)) return;
-    pipeStream(stream, sock, (r, m) => peer.log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'));
+    pipeStream(stream, sock, logClosed(peer.log, fields));
   }
 
   private closePeer(peer: InsidePeer): void {
@@ -267,6 +269,8 @@ export class OutsideRelay {
     this.extension.onPeerClosed?.(peer);
   }
 }
+
+function ignore(): void {}
 
 function split(hp: string): { host: string; port: number } {
   const i = hp.lastIndexOf(':');

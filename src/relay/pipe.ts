@@ -1,5 +1,7 @@
-import type { Socket } from 'node:net';
-import { Result, resultFromSocketError } from '../errors.js';
+import net, { type Socket } from 'node:net';
+import { Result, resultFromSocketError, resultName } from '../errors.js';
+import type { Logger } from '../log.js';
+import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 import { setWriteHighWaterMark } from './link.js';
 
@@ -14,84 +16,145 @@ export function pipeStream(
   onDone?: (result: number, message: string) => void,
   held?: HeldData,
   /** Inspect socket→stream bytes (the outside relay's own notice check); returns what to send. */
-  filter?: { data(buf: Buffer): Buffer[]; end(): Buffer[] },
+  filter?: Filter,
 ): void {
-  let ungranted = 0;
-  let done = false;
-  const finish = (result: number, message: string) => {
-    if (done) return;
-    done = true;
-    onDone?.(result, message);
-  };
+  // One object per connection and shared handlers (`this` is the socket or the stream) rather
+  // than a dozen closures: idle connections must stay small.
+  const p = new Pipe(stream, sock, onDone, filter);
+  (sock as Piped<Socket>)[kPipe] = p;
+  (stream as Piped<Stream>)[kPipe] = p;
   sock.setNoDelay(true);
   setWriteHighWaterMark(sock, 256 * 1024);
-
-  sock.on('data', filter
-    ? (buf: Buffer) => {
-      let ok = true;
-      for (const part of filter.data(buf)) ok = stream.write(part);
-      if (!ok) sock.pause();
-    }
-    : (buf: Buffer) => {
-      if (!stream.write(buf)) sock.pause();
-    });
-  stream.ondrain = () => sock.resume();
-  let sawEnd = false;
-  sock.on('end', () => {
-    sawEnd = true;
-    if (filter) for (const part of filter.end()) stream.write(part);
-    stream.end();
-  });
-
-  // The session delivers 16 KiB TLS records one by one; corking until the end of this
-  // event-loop turn turns a burst of them into one writev instead of a syscall each.
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    sock.uncork();
-  };
-  stream.ondata = (buf) => {
-    // Small pieces to an idle socket go at once (latency); bulk is batched per loop turn.
-    if (!corked && (buf.length >= 4096 || sock.writableLength > 0)) {
-      corked = true;
-      sock.cork();
-      setImmediate(uncork);
-    }
-    if (sock.write(buf)) stream.consumed(buf.length);
-    else ungranted += buf.length;
-  };
-  sock.on('drain', () => {
-    if (ungranted) {
-      const n = ungranted;
-      ungranted = 0;
-      stream.consumed(n);
-    }
-  });
-  stream.onend = () => sock.end();
-  stream.onreset = (result, message) => {
-    finish(result, message);
-    if (!sock.destroyed) sock.resetAndDestroy();
-  };
-
-  sock.on('error', (err) => {
-    stream.reset(resultFromSocketError(err as NodeJS.ErrnoException));
-    finish(resultFromSocketError(err as NodeJS.ErrnoException), (err as Error).message);
-  });
-  sock.on('close', () => {
-    // Both halves ended cleanly: our FIN may still wait behind window-held data; let it go out.
-    if (sawEnd && stream.remoteEnded) finish(Result.OK, 'closed');
-    else if (stream.state !== 'closed') {
-      // The socket went away before both directions finished: tell the peer.
-      stream.reset(Result.CANCELLED);
-      finish(Result.CANCELLED, 'connection closed before both directions ended');
-    } else finish(stream.result, 'closed');
-  });
+  if (!filter) readWithHeadroom(sock);
+  sock.on('data', onSocketData); // with headroom reads: only bytes Node read before
+  sock.on('end', onSocketEnd);
+  sock.on('drain', onSocketDrain);
+  sock.on('error', onSocketError);
+  sock.on('close', onSocketClose);
+  stream.ondata = onStreamData;
+  stream.ondrain = onStreamDrain;
+  stream.onend = onStreamEnd;
+  stream.onreset = onStreamReset;
   if (held) {
     // pipeStream has replaced the holding handlers; replay what arrived before.
-    for (const b of held.bufs) stream.ondata(b);
+    for (const b of held.bufs) onStreamData.call(stream, b);
+    held.bufs = [];
     if (held.ended) sock.end();
   }
   if (sock.isPaused()) sock.resume();
+}
+
+type Filter = { data(buf: Buffer): Buffer[]; end(): Buffer[] };
+const kPipe = Symbol('pipe');
+type Piped<T> = T & { [kPipe]: Pipe };
+
+class Pipe {
+  /** Bytes written to the socket but not yet granted back to the stream (the socket is full). */
+  ungranted = 0;
+  done = false;
+  sawEnd = false;
+  /** Socket writes are corked until the end of this loop turn. */
+  corked = false;
+  /** The socket's own read block while it moves bulk, filled up to `at` (see readWithHeadroom). */
+  block: Block | null = null;
+  at = 0;
+
+  constructor(
+    readonly stream: Stream,
+    readonly sock: Socket,
+    readonly onDone: ((result: number, message: string) => void) | undefined,
+    readonly filter: Filter | undefined,
+  ) {}
+
+  /** Socket → stream. `headroom`: free bytes in front of buf for the frame header. */
+  take(buf: Buffer, headroom: number): void {
+    let ok = true;
+    if (this.filter) for (const part of this.filter.data(buf)) ok = this.stream.write(part);
+    else ok = this.stream.write(buf, headroom);
+    if (!ok) this.sock.pause();
+  }
+
+  finish(result: number, message: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.onDone?.(result, message);
+  }
+}
+
+function onSocketData(this: Piped<Socket>, buf: Buffer): void {
+  this[kPipe].take(buf, 0);
+}
+
+function onSocketEnd(this: Piped<Socket>): void {
+  const p = this[kPipe];
+  p.sawEnd = true;
+  if (p.filter) for (const part of p.filter.end()) p.stream.write(part);
+  p.stream.end();
+}
+
+function onSocketDrain(this: Piped<Socket>): void {
+  const p = this[kPipe];
+  if (p.ungranted) {
+    const n = p.ungranted;
+    p.ungranted = 0;
+    p.stream.consumed(n);
+  }
+}
+
+function onSocketError(this: Piped<Socket>, err: Error): void {
+  const result = resultFromSocketError(err as NodeJS.ErrnoException);
+  this[kPipe].stream.reset(result);
+  this[kPipe].finish(result, err.message);
+}
+
+function onSocketClose(this: Piped<Socket>): void {
+  const { stream } = this[kPipe];
+  // Both halves ended cleanly: our FIN may still wait behind window-held data; let it go out.
+  if (this[kPipe].sawEnd && stream.remoteEnded) this[kPipe].finish(Result.OK, 'closed');
+  else if (stream.state !== 'closed') {
+    // The socket went away before both directions finished: tell the peer.
+    stream.reset(Result.CANCELLED);
+    this[kPipe].finish(Result.CANCELLED, 'connection closed before both directions ended');
+  } else this[kPipe].finish(stream.result, 'closed');
+}
+
+function onStreamData(this: Stream, buf: Buffer): void {
+  const p = (this as Piped<Stream>)[kPipe];
+  const sock = p.sock;
+  // The session delivers 16 KiB TLS records one by one; corking until the end of this
+  // event-loop turn turns a burst of them into one writev instead of a syscall each.
+  // Small pieces to an idle socket go at once (latency).
+  if (!p.corked && (buf.length >= 4096 || sock.writableLength > 0)) {
+    p.corked = true;
+    sock.cork();
+    setImmediate(uncork, p);
+  }
+  if (sock.write(buf)) this.consumed(buf.length);
+  else p.ungranted += buf.length;
+}
+
+function uncork(p: Pipe): void {
+  p.corked = false;
+  p.sock.uncork();
+}
+
+function onStreamDrain(this: Stream): void {
+  (this as Piped<Stream>)[kPipe].sock.resume();
+}
+
+function onStreamEnd(this: Stream): void {
+  (this as Piped<Stream>)[kPipe].sock.end();
+}
+
+function onStreamReset(this: Stream, result: number, message: string): void {
+  const p = (this as Piped<Stream>)[kPipe];
+  p.finish(result, message);
+  if (!p.sock.destroyed) p.sock.resetAndDestroy();
+}
+
+/** The stream.closed log line, from a closure that holds only what it logs. */
+export function logClosed(log: Logger, fields: object): (result: number, message: string) => void {
+  return (r, m) => log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed');
 }
 
 export interface HeldData { bufs: Buffer[]; ended: boolean }
@@ -119,4 +182,114 @@ export function joinSockets(a: Socket, b: Socket): void {
   b.on('close', () => { if (!a.destroyed && !a.writableEnded) a.destroy(); });
   if (a.isPaused()) a.resume();
   if (b.isPaused()) b.resume();
+}
+
+/** Most bytes one read takes: a DATA frame of its own, within the session's frame limit. */
+const READ_SIZE = 64 * 1024;
+/** A read this big says the socket moves bulk: its next reads go into a block of its own. */
+const BULK_READ = 16 * 1024;
+/** Consecutive reads of a bulk socket fill one block back to back, each behind a header's room. */
+const BLOCK_SIZE = 256 * 1024;
+/** Blocks kept for reuse: warm memory, no page faults, no garbage. */
+const SPARE_BLOCKS = 8;
+
+/** A read block and what became of its bytes; reused once the transport has taken them all. */
+class Block {
+  /** Bytes handed to the session (header room and data). */
+  handed = 0;
+  /** Bytes of those the transport has taken (see written()). */
+  taken = 0;
+  /** Still some socket's read block. */
+  reading = true;
+  constructor(readonly buf: Buffer) {}
+}
+const blockOf = new WeakMap<ArrayBufferLike, Block>();
+const spare: Block[] = [];
+
+function takeBlock(): Block {
+  let b = spare.pop();
+  if (b) {
+    b.handed = 0;
+    b.taken = 0;
+    b.reading = true;
+  } else {
+    b = new Block(Buffer.allocUnsafeSlow(BLOCK_SIZE));
+    blockOf.set(b.buf.buffer, b);
+  }
+  return b;
+}
+
+function maybeReuse(b: Block): void {
+  if (!b.reading && b.taken === b.handed && spare.length < SPARE_BLOCKS) spare.push(b);
+}
+
+/**
+ * The transport has taken these bytes (encrypted or copied them): a block they came from may be
+ * reused. Bytes never reported (a stream reset, a session gone) just leave their block to the GC.
+ */
+export function written(buf: Buffer): void {
+  const b = blockOf.get(buf.buffer);
+  if (!b) return;
+  b.taken += buf.length;
+  maybeReuse(b);
+}
+
+/** net.Socket's `onread` machinery; Node offers the option only to sockets it constructs for us. */
+const sym = new Map(Object.getOwnPropertySymbols(new net.Socket()).map((s) => [s.description, s]));
+const kBuffer = sym.get('kBuffer');
+const kBufferCb = sym.get('kBufferCb');
+const kBufferGen = sym.get('kBufferGen');
+/** Where sockets not moving bulk read; what lands here is copied out before any other read. */
+let common: Buffer | null = null;
+let commonBody: Buffer | null = null;
+/** Node asks for the next read buffer right after the read callback: this is its answer. */
+let nextRead: Buffer | null = null;
+
+/**
+ * Read a plain TCP socket into buffers with HEADER_SIZE free bytes in front, so each read becomes
+ * one DATA frame in one buffer. A bulk socket reads into a block of its own, frame after frame,
+ * so a loop turn's frames lie back to back and leave as one TLS write without a copy
+ * (relay/link.ts). An idle socket holds no buffer of its own. Where Node lacks the hooks,
+ * 'data' events stay the way in.
+ */
+function readWithHeadroom(sock: Socket): void {
+  const s = sock as unknown as Record<symbol, unknown> & { _handle?: { useUserBuffer?(b: Uint8Array): void }; encrypted?: boolean };
+  if (!kBuffer || !kBufferCb || !kBufferGen || !s._handle?.useUserBuffer || s.encrypted) return;
+  common ??= Buffer.allocUnsafeSlow(HEADER_SIZE + READ_SIZE);
+  commonBody ??= common.subarray(HEADER_SIZE);
+  s[kBufferCb] = onRead;
+  s[kBufferGen] = readBuffer;
+  s[kBuffer] = commonBody;
+  s._handle.useUserBuffer(commonBody);
+}
+
+function onRead(this: Piped<Socket>, n: number): void {
+  const p = this[kPipe];
+  let payload: Buffer;
+  const b = p.block;
+  if (b) {
+    payload = b.buf.subarray(p.at + HEADER_SIZE, p.at + HEADER_SIZE + n); // no copy
+    p.at += HEADER_SIZE + n;
+    b.handed += HEADER_SIZE + n;
+    if (n < BULK_READ || b.buf.length - p.at < HEADER_SIZE + BULK_READ) {
+      p.block = null;
+      b.reading = false;
+    }
+  } else {
+    const frame = Buffer.allocUnsafe(HEADER_SIZE + n);
+    common!.copy(frame, HEADER_SIZE, HEADER_SIZE, HEADER_SIZE + n);
+    payload = frame.subarray(HEADER_SIZE);
+  }
+  if (n >= BULK_READ && !p.block) {
+    p.block = takeBlock();
+    p.at = 0;
+  }
+  p.take(payload, HEADER_SIZE);
+  if (b && !p.block) maybeReuse(b);
+  const nb = p.block?.buf;
+  nextRead = nb ? nb.subarray(p.at + HEADER_SIZE, Math.min(nb.length, p.at + HEADER_SIZE + READ_SIZE)) : commonBody;
+}
+
+function readBuffer(): Buffer {
+  return nextRead!;
 }

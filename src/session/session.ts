@@ -181,14 +181,24 @@ export class Session {
 
   // ---- internals used by Stream ----
 
-  /** Send as much of buf as window and frame size allow; return the unsent rest (or null). */
-  _sendData(s: Stream, buf: Buffer): Buffer | null {
+  /**
+   * Send as much of buf as window and frame size allow; return the unsent rest (or null).
+   * `headroom`: bytes in front of buf (same memory, ours to overwrite) where the header may go,
+   * so header and payload leave as one buffer (see onWrite in relay/link.ts).
+   */
+  _sendData(s: Stream, buf: Buffer, headroom = 0): Buffer | null {
     let off = 0;
     while (off < buf.length && s.sendWindow > 0) {
       const n = Math.min(buf.length - off, s.sendWindow, this.maxFrame);
-      const h = Buffer.allocUnsafe(HEADER_SIZE); // from Node's shared pool: no allocation of its own
-      writeHeader(h, 0, FrameType.DATA, 0, s.id, n);
-      this.out.push(h, off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
+      if (off === 0 && headroom >= HEADER_SIZE) {
+        const frame = Buffer.from(buf.buffer, buf.byteOffset - HEADER_SIZE, HEADER_SIZE + n);
+        writeHeader(frame, 0, FrameType.DATA, 0, s.id, n);
+        this.out.push(frame);
+      } else {
+        const h = Buffer.allocUnsafe(HEADER_SIZE); // from Node's shared pool: no allocation of its own
+        writeHeader(h, 0, FrameType.DATA, 0, s.id, n);
+        this.out.push(h, off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
+      }
       this.bytesOut += HEADER_SIZE + n;
       this.outBytes += HEADER_SIZE + n;
       s.sendWindow -= n;

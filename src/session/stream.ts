@@ -66,15 +66,19 @@ export class Stream {
     this.recvWindow = window;
   }
 
-  /** Queue application data. Returns false when the caller should stop reading its source until ondrain. */
-  write(buf: Buffer): boolean {
+  /**
+   * Queue application data. Returns false when the caller should stop reading its source until ondrain.
+   * `headroom`: bytes in front of buf that are the caller's and free (at least the frame header
+   * size lets the session send header and data as one buffer).
+   */
+  write(buf: Buffer, headroom = 0): boolean {
     if (this.state === 'closed' || this.localEnded) return false;
     if (this.pendingBytes > 0 || !this.sendable || this.sendWindow === 0) {
       this.pending.push(buf);
       this.pendingBytes += buf.length;
       return false;
     }
-    const rest = this.session._sendData(this, buf);
+    const rest = this.session._sendData(this, buf, headroom);
     if (rest) {
       this.pending.push(rest);
       this.pendingBytes += rest.length;
