@@ -18,11 +18,11 @@ import { joinHostPort, splitHostPort } from '../config.js';
 import { ErrorCode, PortsideError, Result, resultName, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
-import { CarriedConnection } from '../relay/carried.js';
+import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
 import { CLIENT_WINDOW, FrameType } from '../session/frame.js';
-import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
+import { SHARE_SIZE } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
@@ -278,7 +278,7 @@ export class ClientAgent {
     const { session, sock: tlsSock } = await this.clientSession();
     const target = joinHostPort(host, port);
     // 607: a key exchange for this connection alone; our share rides in the request.
-    const own = newKeyShare();
+    const own = takeKeyShare();
     let sock: CarriedConnection;
     try {
       sock = new CarriedConnection(session.open('0.0.0.0', 0, own.share), { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });

@@ -27,10 +27,10 @@ import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientCo
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import { CLIENT_WINDOW, FrameType, type Frame } from '../session/frame.js';
-import { SHARE_SIZE, newKeyShare } from '../session/seal.js';
+import { SHARE_SIZE } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
-import { CarriedConnection } from './carried.js';
+import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { joinSockets, pipeStream } from './pipe.js';
@@ -197,8 +197,8 @@ export class ClientPort {
       session.answer(stream, Result.PROTOCOL_ERROR);
       return;
     }
-    session.answer(stream, Result.OK);
     const sock = new CarriedConnection(stream, { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
+    sock.answerLater = () => session.answer(stream, Result.OK);
     const slog = log.child({ cstream: stream.id });
     sock.onfailure = (err) => {
       if (err.code === ErrorCode.STREAM_AUTH) slog.warn({ event: 'client.stream_failed', code: err.code, reason: err.message }, 'client connection reset: bad sealed record');
@@ -207,6 +207,9 @@ export class ClientPort {
     // Everything up to the answer to CONNECT has one deadline: nothing hangs.
     const limit = this.cfg.handshake_timeout_ms + this.relay.cfg.limits.connect_timeout_ms;
     const r = new ByteReader(sock);
+    // The agent sends greeting, password and request in one flight and waits for all three
+    // answers: hold ours until the last (established() or a refusal's end()), one write not three.
+    sock.cork();
     withTimeout(this.negotiate(sock, share, r, slog), limit, 'client set-up').catch((err: PortsideError) => {
       slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
@@ -219,8 +222,9 @@ export class ClientPort {
    */
   private established(sock: CarriedConnection, r: ByteReader, agentShare: Buffer): void {
     if (r.pending) throw new PortsideError(ErrorCode.PROTOCOL, 'agent sent data before the connection was established', Result.PROTOCOL_ERROR);
-    const own = newKeyShare();
+    const own = takeKeyShare();
     sock.write(Buffer.concat([reply(Rep.SUCCEEDED), own.share]));
+    sock.uncork(); // the method, status and this reply leave as one frame (see onStream)
     r.release();
     sock.seal(own, agentShare, 'client-port');
   }

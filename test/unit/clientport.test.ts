@@ -139,8 +139,16 @@ describe('client port and agent (loopback, in process)', () => {
     const result = await new Promise<number>((r) => { bare.onopen = r; });
     expect(result).toBe(Result.PROTOCOL_ERROR);
     expect(session.closed).toBe(false);
+    // A well-formed one on the same session is answered (here: a SOCKS5 greeting without the
+    // username/password method, so the relay answers "no acceptable method" and ends it).
     const ok = session.open('0.0.0.0', 0, newKeyShare().share);
+    ok.write(Buffer.of(5, 1, 0));
+    const got: Buffer[] = [];
+    ok.ondata = (b) => { got.push(Buffer.from(b)); ok.consumed(b.length); };
+    const ended = new Promise<void>((r) => { ok.onend = r; });
     expect(await new Promise<number>((r) => { ok.onopen = r; })).toBe(Result.OK);
+    await ended;
+    expect(Buffer.concat(got)).toEqual(Buffer.of(5, 0xff));
     t.destroy();
   });
 
