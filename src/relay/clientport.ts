@@ -23,7 +23,7 @@ import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../er
 import type { Logger } from '../log.js';
 import type { InitData } from '../session/init.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
-import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
+import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAuthConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import { CLIENT_WINDOW, FrameType, type Frame } from '../session/frame.js';
@@ -238,35 +238,8 @@ export class ClientPort {
     }
     sock.write(Buffer.of(5, 2));
     const cred = await readUserPass(r);
-    const ulog = log.child({ user: cred.username });
-
-    // 603-605: the firewall judges the password, or our users file does.
-    let fw: net.Socket | null = null;
-    let fr: ByteReader | null = null;
-    if (this.firewall) {
-      try {
-        fw = await this.connectFirewall();
-        fr = new ByteReader(fw);
-        const verdict = await clientAuth(fw, fr, cred);
-        if (verdict !== 'ok') {
-          fw.destroy();
-          ulog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
-          sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
-          return;
-        }
-      } catch (err) {
-        fw?.destroy();
-        ulog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_UNREACHABLE, reason: (err as Error).message }, 'cannot reach the firewall to authenticate the client');
-        sock.end(Buffer.of(1, AuthStatus.FIREWALL_UNREACHABLE));
-        return;
-      }
-    } else if (!(await this.users!.verify(cred.username, cred.password))) {
-      ulog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
-      sock.end(Buffer.of(1, AuthStatus.REFUSED));
-      return;
-    }
-    sock.write(Buffer.of(1, AuthStatus.OK));
-
+    // The agent sends greeting, password and request in one flight (docs/protocol.md): read all
+    // three before answering, so the firewall can get its part in one flight too.
     const req = await readRequest(r);
     // portside's CONNECT with a back-connect offer (active-mode dynamic ports, docs/client.md).
     let back: BackOffer | null = null;
@@ -275,35 +248,61 @@ export class ClientPort {
       req.cmd = 1;
     }
     const target = joinHostPort(req.host, req.port);
-    const tlog = ulog.child({ target });
+    const tlog = log.child({ user: cred.username, target });
+
+    // What the request needs, decided now but told only after the password is judged: a wrong
+    // password is refused as such whatever it asked for.
+    const wait = this.passive.get(req.port);
+    const passive = req.cmd === 1 && !!wait && wait.agent === sock.remoteAddress && wait.user === cred.username;
+    let refusal: [rep: number, code: string, reason: string, msg: string] | null = null;
+    let peer: InsidePeer | null = null;
+    if (req.cmd !== 1) refusal = [Rep.COMMAND_NOT_SUPPORTED, ErrorCode.PROTOCOL, `SOCKS5 command ${req.cmd}`, 'only CONNECT is supported'];
+    else if (!passive) {
+      if (this.destinations && !matchAny(this.destinations, req.host, req.port)) refusal = [Rep.NOT_ALLOWED, ErrorCode.NOT_ALLOWED, 'not in clients.allow.destinations', 'destination forbidden by policy'];
+      else if (!(peer = this.peerFor(req.host, req.port))) refusal = [Rep.NETWORK_UNREACHABLE, ErrorCode.NO_ROUTE, 'no inside relay reaches it', 'no inside relay reaches the destination'];
+    }
+
+    // 603-605: the firewall judges the password (and, for a CONNECT we will carry, the request,
+    // sent in the same flight), or our users file does.
+    let firewallRep = 0;
+    if (this.firewall) {
+      let fw: net.Socket | null = null;
+      try {
+        fw = await this.connectFirewall();
+        const fr = new ByteReader(fw);
+        const asked = refusal || passive ? await clientAuth(fw, fr, cred) : await clientAuthConnect(fw, fr, cred, req.host, req.port);
+        // 606: hold the firewall's "established" (or its refusal) and close our connection to it.
+        fw.destroy();
+        const verdict = typeof asked === 'string' ? asked : asked.verdict;
+        if (verdict !== 'ok') {
+          tlog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
+          sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
+          return;
+        }
+        if (typeof asked !== 'string') firewallRep = asked.rep;
+      } catch (err) {
+        fw?.destroy();
+        tlog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_UNREACHABLE, reason: (err as Error).message }, 'cannot reach the firewall to authenticate the client');
+        sock.end(Buffer.of(1, AuthStatus.FIREWALL_UNREACHABLE));
+        return;
+      }
+    } else if (!(await this.users!.verify(cred.username, cred.password))) {
+      tlog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
+      sock.end(Buffer.of(1, AuthStatus.REFUSED));
+      return;
+    }
+    sock.write(Buffer.of(1, AuthStatus.OK));
+
     const refuse = (rep: number, code: string, reason: string, msg: string) => {
-      fw?.destroy();
       tlog.warn({ event: 'client.refused', code, rep, reason }, msg);
       sock.end(reply(rep));
     };
-    if (req.cmd !== 1) return refuse(Rep.COMMAND_NOT_SUPPORTED, ErrorCode.PROTOCOL, `SOCKS5 command ${req.cmd}`, 'only CONNECT is supported');
-
+    if (refusal) return refuse(...refusal);
     // A passive data connection of this agent's own control connection: attach to our listener.
-    const wait = this.passive.get(req.port);
-    if (wait && wait.agent === sock.remoteAddress && wait.user === cred.username) {
-      fw?.destroy();
-      return this.attachPassive(sock, agentShare, r, req.port, wait, tlog);
-    }
-
-    if (this.destinations && !matchAny(this.destinations, req.host, req.port)) {
-      return refuse(Rep.NOT_ALLOWED, ErrorCode.NOT_ALLOWED, 'not in clients.allow.destinations', 'destination forbidden by policy');
-    }
-    const peer = this.peerFor(req.host, req.port);
-    if (!peer) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.NO_ROUTE, 'no inside relay reaches it', 'no inside relay reaches the destination');
-
-    if (fw && fr) {
-      const rep = await clientConnect(fw, fr, req.host, req.port);
-      // 606: the firewall authenticated and connected; hold its "established", close our connection to it.
-      fw.destroy();
-      if (rep !== 0) return refuse(Rep.FIREWALL_REFUSED, ErrorCode.FIREWALL_REFUSED, `firewall SOCKS5 reply ${rep}`, 'the firewall refused the destination');
-      tlog.debug({ event: 'firewall.established' }, 'firewall authenticated the client and connected (held)');
-    }
-    if (peer.session.closed) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.SESSION_CLOSED, 'session closed', 'inside relay session closed');
+    if (passive) return this.attachPassive(sock, agentShare, r, req.port, wait!, tlog);
+    if (firewallRep !== 0) return refuse(Rep.FIREWALL_REFUSED, ErrorCode.FIREWALL_REFUSED, `firewall SOCKS5 reply ${firewallRep}`, 'the firewall refused the destination');
+    if (this.firewall) tlog.debug({ event: 'firewall.established' }, 'firewall authenticated the client and connected (held)');
+    if (!peer || peer.session.closed) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.SESSION_CLOSED, 'session closed', 'inside relay session closed');
 
     // 608: inside-connect.req. `client` is our own address: passive listeners accept only from it
     // (we attach agents' data connections ourselves). `back`: active-mode notices on this control
