@@ -11,6 +11,7 @@
 import { Duplex } from 'node:stream';
 import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
 import { Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
+import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 
 let spare: KeyShare | null = null;
@@ -83,7 +84,8 @@ export class CarriedConnection extends Duplex {
   seal(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port', early?: Buffer): void {
     if (this.writableLength > 0) throw new PortsideError(ErrorCode.PROTOCOL, 'cannot seal a connection with writes pending', Result.PROTOCOL_ERROR);
     const keys = deriveStreamKeys(own, peerShare, side);
-    this.sealer = new Sealer(keys.send);
+    // Room for the DATA frame header in front of each record: header and record leave as one buffer.
+    this.sealer = new Sealer(keys.send, HEADER_SIZE);
     this.opener = new Opener(keys.recv);
     if (early?.length) this.onStreamData(early, false);
   }
@@ -147,7 +149,7 @@ export class CarriedConnection extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     if (this.answerLater) this.answerNow();
     let ok = true;
-    if (this.sealer) for (const rec of this.sealer.seal(chunk)) ok = this.stream.write(rec);
+    if (this.sealer) for (const rec of this.sealer.seal(chunk)) ok = this.stream.write(rec, HEADER_SIZE);
     else ok = this.stream.write(chunk);
     if (this.stream.state === 'closed') return done(new PortsideError(ErrorCode.CONNECT_FAILED, 'connection closed', Result.STREAM_CLOSED));
     if (ok) done();

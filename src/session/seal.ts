@@ -71,14 +71,15 @@ function nonce(seq: bigint): Buffer {
 /** Plaintext in, sealed records out. */
 export class Sealer {
   private seq = 0n;
-  constructor(private readonly key: Buffer) {}
+  /** `headroom`: free bytes left in front of each record (same memory), for a frame header. */
+  constructor(private readonly key: Buffer, readonly headroom = 0) {}
 
   /** Seal buf as one record per MAX_RECORD bytes; each record is one buffer. */
   seal(buf: Buffer): Buffer[] {
     const out: Buffer[] = [];
     for (let off = 0; off < buf.length; off += MAX_RECORD) {
       const piece = buf.subarray(off, Math.min(buf.length, off + MAX_RECORD));
-      const rec = Buffer.allocUnsafe(RECORD_HEADER + piece.length + TAG_SIZE);
+      const rec = Buffer.allocUnsafe(this.headroom + RECORD_HEADER + piece.length + TAG_SIZE).subarray(this.headroom);
       rec.writeUInt32BE(piece.length, 0);
       const c = createCipheriv('aes-256-gcm', this.key, nonce(this.seq++));
       c.setAAD(rec.subarray(0, RECORD_HEADER));
