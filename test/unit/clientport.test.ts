@@ -163,6 +163,22 @@ describe('client port and agent (loopback, in process)', () => {
     expect(await closed).toBe(Result.PROTOCOL_ERROR);
   });
 
+  it('when the client session drops, its connections close and the next connection dials a new session', async () => {
+    const agent = agentFor();
+    const { sock } = await agent.open('127.0.0.1', echoPort);
+    const first = (sock as unknown as CarriedConnection).stream.session;
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    sock.on('error', () => {});
+    sock.resume();
+    (agent as unknown as { session: { sock: import('node:tls').TLSSocket } }).session.sock.destroy();
+    await closed;
+    expect(first.closed).toBe(true);
+    const again = await agent.open('127.0.0.1', echoPort);
+    expect((again.sock as unknown as CarriedConnection).stream.session).not.toBe(first);
+    expect((await roundTrip(again.sock, Buffer.from('z'))).toString()).toBe('z');
+    await agent.stop();
+  });
+
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
     const wrong = (BigInt(`0x${fingerprint}`) ^ 1n).toString(16).padStart(64, '0');
     const err = await agentFor({ fingerprint: wrong }).open('127.0.0.1', echoPort).catch((e: unknown) => e);
