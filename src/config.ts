@@ -43,6 +43,8 @@ const clientsSchema = z.strictObject({
   handshake_timeout_ms: z.number().int().positive().default(10_000),
   /** Connections one agent's session may carry at once. */
   max_streams: z.number().int().positive().default(4096),
+  /** Agent sessions (TLS connections to the client port) at once, handshaking or established. */
+  max_sessions: z.number().int().positive().default(1024),
 }).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
   .refine((v) => v.auth !== 'users' || !!v.users_file, { message: 'auth: users needs users_file', path: ['users_file'] });
 

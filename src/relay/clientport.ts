@@ -110,6 +110,12 @@ export class ClientPort {
     this.server = server;
     // Track the TCP connections (not only the TLS ones) so stop() can end half-open handshakes too.
     server.on('connection', (raw: net.Socket) => {
+      // A cap on agent sessions (handshaking or not): anyone who reaches this port may try.
+      if (this.sockets.size >= this.cfg.max_sessions) {
+        this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote: raw.remoteAddress, reason: `clients.max_sessions (${this.cfg.max_sessions}) reached` }, 'agent session refused: too many');
+        raw.destroy();
+        return;
+      }
       raw.setNoDelay(true); // set-up is a handful of small records, each waited for
       this.sockets.add(raw);
       raw.on('close', () => this.sockets.delete(raw));

@@ -179,6 +179,31 @@ describe('client port and agent (loopback, in process)', () => {
     await agent.stop();
   });
 
+  it('refuses agent sessions beyond clients.max_sessions, at once', async () => {
+    const small = new OutsideRelay(loadOutsideConfig(join(dir, 'outside-small.yaml'), [
+      'listen: 127.0.0.1:0',
+      `insides: [{name: b, key: "${randomBytes(32).toString('base64')}"}]`,
+      'clients:',
+      '  listen: 127.0.0.1:0',
+      '  cert_file: c.pem',
+      '  key_file: c.key',
+      '  auth: users',
+      '  users_file: users.txt',
+      '  max_sessions: 1',
+    ].join('\n')), log);
+    const cp = ClientPort.forConfig(small, log)!;
+    const p = (await cp.start()).port;
+    try {
+      const first = await agentFor({ port: p }).connectOutside();
+      const err = await agentFor({ port: p }).connectOutside().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AgentError);
+      expect((err as AgentError).code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+      first.destroy();
+    } finally {
+      await cp.stop();
+    }
+  });
+
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
     const wrong = (BigInt(`0x${fingerprint}`) ^ 1n).toString(16).padStart(64, '0');
     const err = await agentFor({ fingerprint: wrong }).open('127.0.0.1', echoPort).catch((e: unknown) => e);
