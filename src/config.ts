@@ -83,6 +83,8 @@ export const insideSchema = z.strictObject({
   })).default([]),
   /** Destinations (CIDR or host pattern) client agents may reach through this relay (docs/client.md). */
   reach: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional(),
+  /** Rules files (names in rules_dir) for client agents' `reach` connections, by their initial port. */
+  reach_rules: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a rules file name (e.g. ftp)')).default([]),
   rules_dir: z.string().default('rules'),
   reconnect: z.strictObject({
     min_ms: z.number().int().positive().default(500),

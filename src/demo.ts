@@ -116,7 +116,7 @@ async function main(): Promise<void> {
       { name: 'hash', listen: `127.0.0.1:${servicePort}`, target: `127.0.0.1:${serverPort}` },
       { name: 'ftp', listen: `127.0.0.1:${ftpServicePort}`, target: `127.0.0.1:${ftp.port}`, rules: 'ftp' },
     ],
-    rules_dir: new URL('../rules', import.meta.url).pathname, reconnect: { min_ms: 500, max_ms: 5000 },
+    reach_rules: [], rules_dir: new URL('../rules', import.meta.url).pathname, reconnect: { min_ms: 500, max_ms: 5000 },
     limits: outsideCfg.limits, log_level: 'debug',
   };
   const inside = new InsideRelay(insideCfg, createLogger('debug', 'inside', narrator('inside')));

@@ -60,7 +60,8 @@ function sameHost(a: string | undefined, b: string | undefined): boolean {
 
 export function checkRulesFiles(cfg: InsideConfig): Map<string, RuleSet> {
   const sets = new Map<string, RuleSet>();
-  for (const s of cfg.services) if (s.rules && !sets.has(s.rules)) sets.set(s.rules, loadRules(cfg.rules_dir, s.rules));
+  const names = [...cfg.services.flatMap((s) => (s.rules ? [s.rules] : [])), ...cfg.reach_rules];
+  for (const name of names) if (!sets.has(name)) sets.set(name, loadRules(cfg.rules_dir, name));
   return sets;
 }
 

@@ -84,6 +84,8 @@ describe('client port and agent (loopback, in process)', () => {
       `key: "${key}"`,
       `outside: 127.0.0.1:${sess.port}`,
       `reach: ["127.0.0.1:${echoPort}", "127.0.0.2"]`,
+      'reach_rules: [ftp]',
+      `rules_dir: ${join(process.cwd(), 'rules')}`,
     ].join('\n')), log);
     attachDynamicInside(inside);
     const up = new Promise((r) => inside.once('established', r));
@@ -202,6 +204,12 @@ describe('client port and agent (loopback, in process)', () => {
     } finally {
       await cp.stop();
     }
+  });
+
+  it('reach_rules sends a rules file to the outside relay without a service naming it', () => {
+    const peer = outside.peers.get('b')!;
+    expect(peer.init.services).toEqual([]);
+    expect(Object.keys(peer.init.rules)).toEqual(['ftp']);
   });
 
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
