@@ -129,7 +129,7 @@ function onStreamData(this: Stream, buf: Buffer): void {
     sock.cork();
     setImmediate(uncork, p);
   }
-  if (sock.write(buf)) this.consumed(buf.length);
+  if (sock.write(buf, () => written(buf))) this.consumed(buf.length);
   else p.ungranted += buf.length;
 }
 
@@ -185,19 +185,19 @@ export function joinSockets(a: Socket, b: Socket): void {
 }
 
 /** Most bytes one read takes: a DATA frame of its own, within the session's frame limit. */
-const READ_SIZE = 64 * 1024;
+export const READ_SIZE = 64 * 1024;
 /** A read this big says the socket moves bulk: its next reads go into a block of its own. */
 const BULK_READ = 16 * 1024;
-/** Consecutive reads of a bulk socket fill one block back to back, each behind a header's room. */
-const BLOCK_SIZE = 256 * 1024;
+/** Consecutive reads of a bulk socket fill one block back to back. */
+export const BLOCK_SIZE = 256 * 1024;
 /** Blocks kept for reuse: warm memory, no page faults, no garbage. */
 const SPARE_BLOCKS = 8;
 
-/** A read block and what became of its bytes; reused once the transport has taken them all. */
-class Block {
-  /** Bytes handed to the session (header room and data). */
+/** A read block and what became of its bytes; reused once they have all been taken. */
+export class Block {
+  /** Bytes read into it and handed on. */
   handed = 0;
-  /** Bytes of those the transport has taken (see written()). */
+  /** Bytes of those that are done with (see written()). */
   taken = 0;
   /** Still some socket's read block. */
   reading = true;
@@ -206,7 +206,7 @@ class Block {
 const blockOf = new WeakMap<ArrayBufferLike, Block>();
 const spare: Block[] = [];
 
-function takeBlock(): Block {
+export function takeBlock(): Block {
   let b = spare.pop();
   if (b) {
     b.handed = 0;
@@ -219,13 +219,14 @@ function takeBlock(): Block {
   return b;
 }
 
-function maybeReuse(b: Block): void {
+export function maybeReuse(b: Block): void {
   if (!b.reading && b.taken === b.handed && spare.length < SPARE_BLOCKS) spare.push(b);
 }
 
 /**
- * The transport has taken these bytes (encrypted or copied them): a block they came from may be
- * reused. Bytes never reported (a stream reset, a session gone) just leave their block to the GC.
+ * These bytes are done with (a socket has written them, or they were copied): a block they
+ * came from may be reused. Bytes never reported (a stream reset, a session gone, a consumer
+ * that does not report) just leave their block to the GC.
  */
 export function written(buf: Buffer): void {
   const b = blockOf.get(buf.buffer);
@@ -234,16 +235,44 @@ export function written(buf: Buffer): void {
   maybeReuse(b);
 }
 
+/** Handles n bytes read into the buffer it gave last; returns where the next read goes. */
+export type Reader = (this: Socket, n: number) => Buffer;
+
 /** net.Socket's `onread` machinery; Node offers the option only to sockets it constructs for us. */
 const sym = new Map(Object.getOwnPropertySymbols(new net.Socket()).map((s) => [s.description, s]));
 const kBuffer = sym.get('kBuffer');
 const kBufferCb = sym.get('kBufferCb');
 const kBufferGen = sym.get('kBufferGen');
-/** Where sockets not moving bulk read; what lands here is copied out before any other read. */
-let common: Buffer | null = null;
-let commonBody: Buffer | null = null;
+const kReader = Symbol('reader');
 /** Node asks for the next read buffer right after the read callback: this is its answer. */
 let nextRead: Buffer | null = null;
+
+/**
+ * Have Node read `sock` (TCP or TLS) into buffers we choose, calling `reader` after each read,
+ * instead of a new buffer and a 'data' event per read. False where Node lacks the hooks.
+ */
+export function hookReads(sock: Socket, first: Buffer, reader: Reader): boolean {
+  const s = sock as unknown as Record<symbol, unknown> & { _handle?: { useUserBuffer?(b: Uint8Array): void } };
+  if (!kBuffer || !kBufferCb || !kBufferGen || typeof s._handle?.useUserBuffer !== 'function' || s[kBuffer]) return false;
+  s[kReader] = reader;
+  s[kBufferCb] = dispatchRead;
+  s[kBufferGen] = readBuffer;
+  s[kBuffer] = first;
+  s._handle.useUserBuffer(first);
+  return true;
+}
+
+function dispatchRead(this: Socket & { [kReader]: Reader }, n: number): void {
+  nextRead = this[kReader](n);
+}
+
+function readBuffer(): Buffer {
+  return nextRead!;
+}
+
+/** Where plain sockets not moving bulk read; what lands here is copied out before any other read. */
+let common: Buffer | null = null;
+let commonBody: Buffer | null = null;
 
 /**
  * Read a plain TCP socket into buffers with HEADER_SIZE free bytes in front, so each read becomes
@@ -253,18 +282,14 @@ let nextRead: Buffer | null = null;
  * 'data' events stay the way in.
  */
 function readWithHeadroom(sock: Socket): void {
-  const s = sock as unknown as Record<symbol, unknown> & { _handle?: { useUserBuffer?(b: Uint8Array): void }; encrypted?: boolean };
-  if (!kBuffer || !kBufferCb || !kBufferGen || !s._handle?.useUserBuffer || s.encrypted) return;
+  if ((sock as Socket & { encrypted?: boolean }).encrypted) return;
   common ??= Buffer.allocUnsafeSlow(HEADER_SIZE + READ_SIZE);
   commonBody ??= common.subarray(HEADER_SIZE);
-  s[kBufferCb] = onRead;
-  s[kBufferGen] = readBuffer;
-  s[kBuffer] = commonBody;
-  s._handle.useUserBuffer(commonBody);
+  hookReads(sock, commonBody, onPlainRead);
 }
 
-function onRead(this: Piped<Socket>, n: number): void {
-  const p = this[kPipe];
+function onPlainRead(this: Socket, n: number): Buffer {
+  const p = (this as Piped<Socket>)[kPipe];
   let payload: Buffer;
   const b = p.block;
   if (b) {
@@ -287,9 +312,5 @@ function onRead(this: Piped<Socket>, n: number): void {
   p.take(payload, HEADER_SIZE);
   if (b && !p.block) maybeReuse(b);
   const nb = p.block?.buf;
-  nextRead = nb ? nb.subarray(p.at + HEADER_SIZE, Math.min(nb.length, p.at + HEADER_SIZE + READ_SIZE)) : commonBody;
-}
-
-function readBuffer(): Buffer {
-  return nextRead!;
+  return nb ? nb.subarray(p.at + HEADER_SIZE, Math.min(nb.length, p.at + HEADER_SIZE + READ_SIZE)) : commonBody!;
 }

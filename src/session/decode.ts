@@ -7,7 +7,7 @@ const enum State { Header, Data, Control }
  * Incremental frame decoder: feed it whatever the transport delivers, in any slices.
  *
  * DATA payloads are not reassembled: each piece is emitted as it arrives, as a DATA frame
- * carrying part of the payload (a view into the input, no copy). The transport delivers
+ * carrying part of the payload (a view into the input, no copy). Control payloads are copies. The transport delivers
  * 16 KiB TLS records, so reassembling 256 KiB frames would copy every byte once more.
  * Control payloads are small and are reassembled. Memory held is at most one header plus
  * one control payload (bounded by maxFrame).
@@ -58,7 +58,8 @@ export class FrameDecoder {
         if (this.remaining === 0) this.state = State.Header;
       } else {
         if (this.ctrlFill === 0 && n === this.remaining) {
-          out.push({ type: this.type, flags: this.flags, stream: this.stream, payload: chunk.subarray(off, off + n) });
+          // A copy: the transport reuses its read buffers once the DATA views are written.
+          out.push({ type: this.type, flags: this.flags, stream: this.stream, payload: Buffer.from(chunk.subarray(off, off + n)) });
         } else {
           if (!this.ctrl) this.ctrl = Buffer.allocUnsafe(this.remaining);
           chunk.copy(this.ctrl, this.ctrlFill, off, off + n);

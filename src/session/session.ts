@@ -76,6 +76,8 @@ export class Session {
   lastReceived = 0;
   bytesIn = 0;
   bytesOut = 0;
+  /** DATA bytes handed to streams' ondata: views into parse()'s input the consumer may still hold. */
+  delivered = 0;
 
   constructor(private readonly opts: SessionOptions) {
     this.role = opts.role;
@@ -339,6 +341,9 @@ export class Session {
     const n = f.payload.length;
     if (n > s.recvWindow) throw new FlowControlError(`stream ${f.stream} sent ${n} bytes beyond its window of ${s.recvWindow}`);
     s.recvWindow -= n;
-    s.ondata?.(f.payload);
+    if (s.ondata) {
+      this.delivered += n;
+      s.ondata(f.payload);
+    }
   }
 }
