@@ -1,7 +1,7 @@
 import net, { type Socket } from 'node:net';
 import { Result, resultFromSocketError, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
-import { HEADER_SIZE } from '../session/frame.js';
+import { DEFAULT_MAX_FRAME, HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 import { setWriteHighWaterMark } from './link.js';
 
@@ -184,12 +184,15 @@ export function joinSockets(a: Socket, b: Socket): void {
   if (b.isPaused()) b.resume();
 }
 
-/** Most bytes one read takes: a DATA frame of its own, within the session's frame limit. */
-export const READ_SIZE = 64 * 1024;
+/**
+ * Most bytes one read takes: one DATA frame, at the session's default frame limit. Reads this
+ * big quarter the syscalls (and the ACKs the kernel sends for them) of Node's 64 KiB.
+ */
+export const READ_SIZE = DEFAULT_MAX_FRAME;
 /** A read this big says the socket moves bulk: its next reads go into a block of its own. */
 const BULK_READ = 16 * 1024;
 /** Consecutive reads of a bulk socket fill one block back to back. */
-export const BLOCK_SIZE = 256 * 1024;
+export const BLOCK_SIZE = 4 * READ_SIZE;
 /** Blocks kept for reuse: warm memory, no page faults, no garbage. */
 const SPARE_BLOCKS = 8;
 
