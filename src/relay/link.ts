@@ -83,6 +83,10 @@ export function sessionOverSocket(
     session.parse(chunk);
   });
   socket.on('drain', () => session.setBlocked(false));
+  // A session transport never half-closes: the peer's FIN ends the session. (A socket made with
+  // allowHalfOpen, e.g. one dialled through a SOCKS5 firewall, would otherwise stay open, idle
+  // and unread; with nothing else to wait for, the process would simply exit.)
+  socket.on('end', () => socket.destroy());
   const timer = setInterval(() => {
     if (Date.now() - session.lastReceived > keepalive.timeoutMs) {
       session.close(new PortsideError(ErrorCode.KEEPALIVE_TIMEOUT, `no frame from the peer for ${keepalive.timeoutMs} ms`, Result.TIMEOUT));
