@@ -247,7 +247,6 @@ export class OutsideRelay {
     this.extension.onServiceClient?.(peer, svc, stream, sock);
     const fields = { stream: stream.id, service: svc.name, client };
     peer.log.debug({ ...fields, event: 'stream.opening' }, 'inside-connect.req');
-    sock.on('error', ignore);
     stream.onopen = (result) => {
       // Nothing made here may outlive the set-up (idle connections must stay small).
       stream.onopen = null;
@@ -258,7 +257,10 @@ export class OutsideRelay {
       }
       peer.log.debug({ ...fields, event: 'stream.opened' }, 'inside-connect.rsp OK');
     };
-    if (this.extension.onServiceStream?.(peer, svc, stream, sock)) return;
+    if (this.extension.onServiceStream?.(peer, svc, stream, sock)) {
+      sock.on('error', ignore);
+      return;
+    }
     pipeStream(stream, sock, logClosed(peer.log, fields));
   }
 

@@ -152,8 +152,12 @@ function onStreamReset(this: Stream, result: number, message: string): void {
   if (!p.sock.destroyed) p.sock.resetAndDestroy();
 }
 
-/** The stream.closed log line, from a closure that holds only what it logs. */
-export function logClosed(log: Logger, fields: object): (result: number, message: string) => void {
+/**
+ * The stream.closed log line, from a closure that holds only what it logs; none at all when
+ * debug lines are off (idle connections must stay small).
+ */
+export function logClosed(log: Logger, fields: object): ((result: number, message: string) => void) | undefined {
+  if (!log.isLevelEnabled('debug')) return undefined;
   return (r, m) => log.debug({ ...fields, event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed');
 }
 
