@@ -4,7 +4,7 @@ import { fork, execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir, cpus, release } from 'node:os';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as proc from './lib/proc.mjs';
 import { paths } from './lib/paths.mjs';
 import { measureFtp, renderFtp } from './lib/ftp.mjs';
@@ -293,6 +293,7 @@ function ratio(v, base) {
 function renderMarkdown(results, meta, ftp) {
   const direct = results.find((r) => r.name === 'direct');
   const sshL = results.find((r) => r.name === 'ssh-L');
+  const sshChain = results.find((r) => r.name === 'ssh-chain');
   const out = [];
   out.push('# portside benchmark', '');
   out.push(`${meta.date} · ${meta.cpus} × ${meta.cpuModel} · Linux ${meta.kernel} · Node ${meta.node} · ${meta.quick ? '**quick** run' : 'full run'}`);
@@ -300,22 +301,27 @@ function renderMarkdown(results, meta, ftp) {
   for (const m of results.length ? METRICS : []) { // none when only the FTP section runs
     out.push(`## ${m.title} (${m.unit}, ${m.better} is better)`, '');
     const hasExtra = !!m.extra;
-    out.push(`| path | ${m.unit} | × direct | × ssh -L |${m.added ? ' added over direct |' : ''}${hasExtra ? ' note |' : ''}`);
-    out.push(`|---|---:|---:|---:|${m.added ? '---:|' : ''}${hasExtra ? '---|' : ''}`);
+    out.push(`| path | ${m.unit} | × direct | × ssh -L | × ssh chain |${m.added ? ' added over direct |' : ''}${hasExtra ? ' note |' : ''}`);
+    out.push(`|---|---:|---:|---:|---:|${m.added ? '---:|' : ''}${hasExtra ? '---|' : ''}`);
     for (const r of results) {
       const v = m.get(r);
       const e = r.error ? `setup failed: ${r.error}` : r.errors[m.err];
       let cells;
-      if (e) cells = [`**error**: ${oneLine(e)}`, '', '', ...(m.added ? [''] : [])];
-      else if (v == null) cells = [m.none ?? '—', '—', '—', ...(m.added ? ['—'] : [])];
+      if (e) cells = [`**error**: ${oneLine(e)}`, '', '', '', ...(m.added ? [''] : [])];
+      else if (v == null) cells = [m.none ?? '—', '—', '—', '—', ...(m.added ? ['—'] : [])];
       else {
-        cells = [m.fmt(v), ratio(v, direct && m.get(direct)), ratio(v, sshL && m.get(sshL))];
+        cells = [m.fmt(v), ratio(v, direct && m.get(direct)), ratio(v, sshL && m.get(sshL)), ratio(v, sshChain && m.get(sshChain))];
         if (m.added) { const d = direct && m.get(direct); cells.push(d == null ? '—' : `${(v - d).toFixed(1)} µs`); }
       }
       if (hasExtra) cells.push(e ? '' : m.extra(r));
       out.push(`| ${r.label} | ${cells.join(' | ')} |`);
     }
     out.push('');
+  }
+  if (meta.keyExchange) {
+    const k = meta.keyExchange;
+    out.push('## Per-connection keys of the client leg (in process)', '');
+    out.push(`One connection's X25519 exchange and key derivation (src/session/seal.ts), ${k.n} times: **${k.perSideUs.toFixed(0)} µs of CPU per side** (key share ${k.shareUs.toFixed(0)} µs, agreement and HKDF ${k.deriveUs.toFixed(0)} µs); sealing and opening 1 GiB in 64 KiB records: ${k.sealCpuPerGiB.toFixed(2)} + ${k.openCpuPerGiB.toFixed(2)} CPU-s/GiB.`, '');
   }
   if (ftp) {
     const ps = results.find((r) => r.name === 'portside');
@@ -368,7 +374,9 @@ async function main() {
     log(`ftp done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
 
+  const keyExchange = results.some((r) => r.name.startsWith('portside-client')) ? await measureKeyExchange() : null;
   const meta = {
+    keyExchange,
     date: new Date().toISOString(),
     cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '?', kernel: release(), node: process.versions.node,
     quick: opts.quick, bytes: opts.bytes, samples: opts.samples, pings: opts.pings, warmup: opts.warmup,
@@ -389,5 +397,37 @@ async function main() {
 }
 
 function safe(f) { try { return f(); } catch { return undefined; } }
+
+/** What the client leg's per-connection keys cost, measured in this process on the built code. */
+async function measureKeyExchange() {
+  const seal = await import(pathToFileURL(join(root, 'dist', 'session', 'seal.js')).href);
+  const n = 2000;
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e3; }; // ms
+  for (let i = 0; i < 200; i++) seal.deriveStreamKeys(seal.newKeyShare(), seal.newKeyShare().share, 'client');
+  let t = cpu();
+  const shares = [];
+  for (let i = 0; i < n; i++) shares.push(seal.newKeyShare());
+  const shareUs = ((cpu() - t) * 1000) / n;
+  t = cpu();
+  for (let i = 1; i < n; i++) seal.deriveStreamKeys(shares[i], shares[i - 1].share, 'client');
+  const deriveUs = ((cpu() - t) * 1000) / (n - 1);
+  const keys = seal.deriveStreamKeys(shares[0], shares[1].share, 'client');
+  const sealer = new seal.Sealer(keys.send, 12);
+  const opener = new seal.Opener(keys.send);
+  const block = Buffer.alloc(64 * 1024, 7);
+  let sealMs = 0;
+  let openMs = 0;
+  for (let i = 0; i < 16 * 1024; i++) { // 1 GiB, sealed and opened in turn (wall time: one busy thread)
+    const t0 = performance.now();
+    const recs = sealer.seal(block);
+    const t1 = performance.now();
+    for (const r of recs) opener.push(r);
+    openMs += performance.now() - t1;
+    sealMs += t1 - t0;
+  }
+  const sealCpuPerGiB = sealMs / 1000;
+  const openCpuPerGiB = openMs / 1000;
+  return { n, shareUs, deriveUs, perSideUs: shareUs + deriveUs, sealCpuPerGiB, openCpuPerGiB };
+}
 
 main().catch((e) => { console.error('bench failed:', e); proc.killAllSync(); process.exit(1); });

@@ -19,6 +19,7 @@ import { ErrorCode, PortsideError, Result, resultName, type ErrorCodeName } from
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
 import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
+import { CLIENT_CIPHERS } from '../relay/tls.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
 import { CLIENT_WINDOW, FrameType } from '../session/frame.js';
@@ -68,7 +69,7 @@ export class ClientAgent {
   private readonly sockets = new Set<net.Socket>();
   private readonly outside: { host: string; port: number };
   /** One context for all connections: building it per connection costs more than the handshake's crypto. */
-  private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3' });
+  private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3', ciphers: CLIENT_CIPHERS });
   /** Our session to the client port, and its TLS socket; a new one is dialled when it is gone. */
   private session: { session: Session; sock: tls.TLSSocket } | null = null;
   private dialing: Promise<{ session: Session; sock: tls.TLSSocket }> | null = null;

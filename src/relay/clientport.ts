@@ -32,6 +32,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
+import { CLIENT_CIPHERS } from './tls.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { joinSockets, pipeStream } from './pipe.js';
 
@@ -102,6 +103,8 @@ export class ClientPort {
       cert: this.cert,
       key: this.key,
       minVersion: 'TLSv1.3',
+      ciphers: CLIENT_CIPHERS,
+      honorCipherOrder: true,
       // No tickets: a session is long-lived, and each one starts with its own key exchange.
       secureOptions: constants.SSL_OP_NO_TICKET,
       allowHalfOpen: true,

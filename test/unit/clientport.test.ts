@@ -114,6 +114,7 @@ describe('client port and agent (loopback, in process)', () => {
     try {
       expect(t.getProtocol()).toBe('TLSv1.3');
       expect(t.getEphemeralKeyInfo()).toMatchObject({ type: 'ECDH', name: 'X25519' });
+      expect(t.getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
     } finally {
       t.destroy();
     }

@@ -26,6 +26,7 @@ describe('per-connection key agreement', () => {
   it('both sides derive the same keys, swapped, and each exchange gives new ones', () => {
     const k1 = keys();
     expect(k1.a.share.length).toBe(SHARE_SIZE);
+    expect(k1.client.send.length).toBe(16);
     expect(k1.client.send.equals(k1.port.recv)).toBe(true);
     expect(k1.client.recv.equals(k1.port.send)).toBe(true);
     expect(k1.client.send.equals(k1.client.recv)).toBe(false);
@@ -111,7 +112,7 @@ describe('sealed records', () => {
     expect(codeOf(() => o.push(big))).toBe(ErrorCode.STREAM_AUTH);
   });
 
-  it('matches a reference AES-256-GCM encryption of each record', () => {
+  it('matches a reference AES-128-GCM encryption of each record', () => {
     const { client } = keys();
     const sealer = new Sealer(client.send);
     for (let seq = 0; seq < 3; seq++) {
@@ -119,7 +120,7 @@ describe('sealed records', () => {
       const rec = sealer.seal(plain)[0];
       const nonce = Buffer.alloc(12);
       nonce.writeUInt32BE(seq, 8);
-      const c = createCipheriv('aes-256-gcm', client.send, nonce);
+      const c = createCipheriv('aes-128-gcm', client.send, nonce);
       c.setAAD(rec.subarray(0, 4));
       const ct = Buffer.concat([c.update(plain), c.final()]);
       expect(rec.readUInt32BE(0)).toBe(plain.length);
