@@ -39,7 +39,7 @@ export function pipeStream(
     // pipeStream has replaced the holding handlers; replay what arrived before.
     for (const b of held.bufs) onStreamData.call(stream, b);
     held.bufs = [];
-    if (held.ended) sock.end();
+    if (held.ended) onStreamEnd.call(stream);
   }
   if (sock.isPaused()) sock.resume();
 }
@@ -55,6 +55,8 @@ class Pipe {
   sawEnd = false;
   /** Socket writes are corked until the end of this loop turn. */
   corked = false;
+  /** Stream bytes held until the end of this loop turn (see onStreamData). */
+  queued: Buffer | null = null;
   /** The socket's own read block while it moves bulk, filled up to `at` (see readWithHeadroom). */
   block: Block | null = null;
   at = 0;
@@ -72,6 +74,19 @@ class Pipe {
     if (this.filter) for (const part of this.filter.data(buf)) ok = this.stream.write(part);
     else ok = this.stream.write(buf, headroom);
     if (!ok) this.sock.pause();
+  }
+
+  /** Stream → socket; window is granted back once the socket takes the bytes. */
+  send(buf: Buffer): void {
+    if (this.sock.write(buf, () => written(buf))) this.stream.consumed(buf.length);
+    else this.ungranted += buf.length;
+  }
+
+  sendQueued(): void {
+    const q = this.queued;
+    if (!q) return;
+    this.queued = null;
+    this.send(q);
   }
 
   finish(result: number, message: string): void {
@@ -120,20 +135,27 @@ function onSocketClose(this: Piped<Socket>): void {
 
 function onStreamData(this: Stream, buf: Buffer): void {
   const p = (this as Piped<Stream>)[kPipe];
-  const sock = p.sock;
-  // The session delivers 16 KiB TLS records one by one; corking until the end of this
-  // event-loop turn turns a burst of them into one writev instead of a syscall each.
   // Small pieces to an idle socket go at once (latency).
-  if (!p.corked && (buf.length >= 4096 || sock.writableLength > 0)) {
+  if (!p.corked && buf.length < 4096 && p.sock.writableLength === 0) return p.send(buf);
+  // Bulk waits for the end of this loop turn: the session delivers a frame one 16 KiB TLS record
+  // at a time, and records read in place lie back to back, so a turn's pieces become few writes
+  // (one view while they are adjacent) and one writev.
+  const q = p.queued;
+  if (q && q.buffer === buf.buffer && q.byteOffset + q.length === buf.byteOffset) {
+    p.queued = Buffer.from(q.buffer, q.byteOffset, q.length + buf.length);
+  } else {
+    if (q) p.send(q);
+    p.queued = buf;
+  }
+  if (!p.corked) {
     p.corked = true;
-    sock.cork();
+    p.sock.cork();
     setImmediate(uncork, p);
   }
-  if (sock.write(buf, () => written(buf))) this.consumed(buf.length);
-  else p.ungranted += buf.length;
 }
 
 function uncork(p: Pipe): void {
+  p.sendQueued();
   p.corked = false;
   p.sock.uncork();
 }
@@ -143,7 +165,9 @@ function onStreamDrain(this: Stream): void {
 }
 
 function onStreamEnd(this: Stream): void {
-  (this as Piped<Stream>)[kPipe].sock.end();
+  const p = (this as Piped<Stream>)[kPipe];
+  p.sendQueued();
+  p.sock.end();
 }
 
 function onStreamReset(this: Stream, result: number, message: string): void {
