@@ -13,6 +13,7 @@ import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
 import { Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
 import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
+import type { HeldData } from './pipe.js';
 
 let spare: KeyShare | null = null;
 let refilling = false;
@@ -86,8 +87,84 @@ export class CarriedConnection extends Duplex {
     const keys = deriveStreamKeys(own, peerShare, side);
     // Room for the DATA frame header in front of each record: header and record leave as one buffer.
     this.sealer = new Sealer(keys.send, HEADER_SIZE);
-    this.opener = new Opener(keys.recv);
+    // The outside relay passes the plaintext on into the inside relay's stream (bridge()).
+    this.opener = new Opener(keys.recv, side === 'client-port' ? HEADER_SIZE : 0);
     if (early?.length) this.onStreamData(early, false);
+  }
+
+  /**
+   * The outside relay's data path once the connection is established: this connection's stream
+   * and the inside relay's stream joined directly, records opened and sealed in between, with
+   * no Duplex on the way. Window is granted back on each side only once the other side's stream
+   * has taken the bytes. FIN and RESET cross over. The Duplex is retired: it emits 'close' when
+   * both streams are done (and `onDone` is told how).
+   */
+  bridge(inside: Stream, onDone: (result: number, message: string) => void, held?: HeldData): void {
+    const client = this.stream;
+    const opener = this.opener!;
+    const sealer = this.sealer!;
+    let toInside = 0; // client bytes whose plaintext the inside stream has queued but not sent
+    let toClient = 0; // inside bytes whose records the client stream has queued but not sent
+    let done = false;
+    const finish = (result: number, message: string) => {
+      if (done) return;
+      done = true;
+      onDone(result, message);
+      this.destroy();
+    };
+    const opened: Buffer[] = [];
+    client.ondata = (buf) => {
+      opened.length = 0;
+      try {
+        opener.push(buf, opened);
+      } catch (err) {
+        const e = err as PortsideError;
+        client.onreset = null;
+        client.reset(e.result);
+        inside.reset(Result.CANCELLED);
+        this.onfailure?.(e);
+        finish(e.result, e.message);
+        return;
+      }
+      let ok = true;
+      for (const p of opened) ok = inside.write(p, HEADER_SIZE) && ok;
+      if (ok && toInside === 0) client.consumed(buf.length);
+      else toInside += buf.length;
+    };
+    inside.ondrain = () => {
+      if (!toInside) return;
+      const n = toInside;
+      toInside = 0;
+      client.consumed(n);
+    };
+    inside.ondata = (buf) => {
+      let ok = true;
+      for (const rec of sealer.seal(buf)) ok = client.write(rec, HEADER_SIZE) && ok;
+      if (ok && toClient === 0) inside.consumed(buf.length);
+      else toClient += buf.length;
+    };
+    client.ondrain = () => {
+      if (!toClient) return;
+      const n = toClient;
+      toClient = 0;
+      inside.consumed(n);
+    };
+    client.onend = () => inside.end();
+    inside.onend = () => client.end();
+    client.onreset = (result, message) => { inside.reset(result); finish(result, message); };
+    inside.onreset = (result, message) => { client.reset(result); finish(result, message); };
+    const closed = () => {
+      if (client.state === 'closed' && inside.state === 'closed') finish(client.result === Result.OK ? inside.result : client.result, 'closed');
+    };
+    client.onclose = closed;
+    inside.onclose = closed;
+    if (held) {
+      // What the inside stream delivered before the bridge (see holdStream): replay it.
+      for (const b of held.bufs) inside.ondata(b);
+      held.bufs = [];
+      if (held.ended) client.end();
+    }
+    if (inside.state === 'closed') inside.onreset(inside.result, 'closed before the bridge');
   }
 
   get sealed(): boolean {

@@ -34,7 +34,7 @@ import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
 import { CLIENT_CIPHERS } from './tls.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
-import { joinSockets, pipeStream } from './pipe.js';
+import { holdStream, joinSockets } from './pipe.js';
 
 export type ClientsConfig = NonNullable<OutsideConfig['clients']>;
 
@@ -334,6 +334,8 @@ export class ClientPort {
         },
       });
     }
+    // The server may speak first (an FTP banner) in the same read as inside-connect.rsp: keep it.
+    const held = holdStream(stream);
     const result = await new Promise<number>((res) => {
       stream.onopen = res;
       sock.once('close', () => stream.reset(Result.CANCELLED));
@@ -346,7 +348,7 @@ export class ClientPort {
     // 611-612: only now the agent is told it is connected (607: with our key share).
     this.established(sock, r, agentShare);
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
-    pipeStream(stream, sock as unknown as net.Socket, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'));
+    sock.bridge(stream, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'), held);
   }
 
   /**

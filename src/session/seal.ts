@@ -113,7 +113,8 @@ export class Opener {
   private tagHave = 0;
   private failed = false;
 
-  constructor(private readonly key: Buffer) {}
+  /** `headroom`: free bytes left in front of each plaintext released (same memory), for a frame header. */
+  constructor(private readonly key: Buffer, readonly headroom = 0) {}
 
   /** Bytes held for a record not yet complete. */
   get buffered(): number {
@@ -165,8 +166,13 @@ export class Opener {
         this.decipher = null;
         const p = this.plain;
         this.plain = [];
-        if (p.length === 1) out.push(p[0]);
-        else out.push(Buffer.concat(p));
+        if (p.length === 1 && !this.headroom) out.push(p[0]);
+        else {
+          const o = Buffer.allocUnsafe(this.headroom + this.length);
+          let at = this.headroom;
+          for (const piece of p) at += piece.copy(o, at);
+          out.push(o.subarray(this.headroom));
+        }
       }
     } catch (err) {
       this.failed = true;

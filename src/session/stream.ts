@@ -51,6 +51,8 @@ export class Stream {
   onreset: ((result: number, message: string) => void) | null = null;
   /** The window reopened after write() returned false. */
   ondrain: (() => void) | null = null;
+  /** The stream is done, cleanly (OK, both FINs) or not; called last, once. */
+  onclose: ((result: number) => void) | null = null;
   /** For the opener: the peer's answer. */
   onopen: ((result: number) => void) | null = null;
 
@@ -181,5 +183,6 @@ export class Stream {
       if (wasOpening && this.onopen) this.onopen(result);
       else this.onreset?.(result, message ?? resultName(result));
     }
+    this.onclose?.(result);
   }
 }

@@ -130,4 +130,65 @@ describe('carried connections on a client session', () => {
     c.far.resume();
     expect((await got).length).toBe(total);
   });
+
+  it("bridge(): the outside relay's direct path to the inside relay's stream, both ways, with FIN, and a bad record resetting both", async () => {
+    // The relay session: outside ⇄ inside in memory; the inside end collects what arrives.
+    let insideEnd: Session;
+    const remote: Stream[] = [];
+    const outsideEnd: Session = new Session({
+      role: 'outside',
+      onWrite: (chunks) => { const b = Buffer.concat(chunks); setImmediate(() => insideEnd.parse(b)); },
+    });
+    insideEnd = new Session({
+      role: 'inside',
+      onWrite: (chunks) => { const b = Buffer.concat(chunks); setImmediate(() => outsideEnd.parse(b)); },
+      onStream: (st) => { remote.push(st); insideEnd.answer(st, Result.OK); },
+    });
+    outsideEnd.established = insideEnd.established = true;
+    const collectStream = (st: Stream) => new Promise<Buffer>((resolve) => {
+      const got: Buffer[] = [];
+      st.ondata = (b) => { got.push(Buffer.from(b)); st.consumed(b.length); };
+      st.onend = () => resolve(Buffer.concat(got));
+    });
+
+    const p = clientSessionPair();
+    const c = await connect(p);
+    const toInside = outsideEnd.open('10.0.0.1', 80);
+    await new Promise<void>((r) => { toInside.onopen = () => r(); });
+    const target = remote.at(-1)!;
+    const done: Array<[number, string]> = [];
+    c.far.bridge(toInside, (r, m) => done.push([r, m]));
+    const up = randomBytes(900_000);
+    const down = randomBytes(500_000);
+    const atTarget = collectStream(target);
+    const atAgent = collect(c.near);
+    c.near.end(up);
+    target.write(down);
+    target.end();
+    expect((await atTarget).equals(up)).toBe(true);
+    expect((await atAgent).equals(down)).toBe(true);
+    for (let i = 0; i < 20 && !done.length; i++) await new Promise((r) => setImmediate(r));
+    expect(done).toEqual([[Result.OK, 'closed']]);
+    expect(c.far.destroyed).toBe(true);
+
+    // A bad record on a bridged connection: both streams reset, PS_ERR_STREAM_AUTH reported.
+    let victim = -1;
+    const q = clientSessionPair((type, stream, payload) => {
+      if (type === FrameType.DATA && stream === victim && payload.length > 20) payload[10] ^= 0xff;
+    });
+    const d = await connect(q);
+    victim = d.near.stream.id;
+    const toInside2 = outsideEnd.open('10.0.0.1', 80);
+    await new Promise<void>((r) => { toInside2.onopen = () => r(); });
+    const target2 = remote.at(-1)!;
+    const targetReset = new Promise<number>((r) => { target2.onreset = (res) => r(res); });
+    const failures: string[] = [];
+    d.far.onfailure = (e) => failures.push(e.code);
+    d.far.bridge(toInside2, () => {});
+    d.near.on('error', () => {});
+    d.near.write(Buffer.alloc(5000, 1));
+    expect(await targetReset).toBe(Result.CANCELLED);
+    expect(failures).toEqual([ErrorCode.STREAM_AUTH]);
+    expect(q.client.closed).toBe(false);
+  });
 });
