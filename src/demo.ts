@@ -4,6 +4,9 @@
  *
  *   client ──► outside relay (ESP) ◄══ session ══ firewall (SOCKS5) ══ inside relay (ISP) ──► server
  *
+ * and then a client computer's agent (one TLS session to the outside relay, a stream with keys
+ * of its own per connection, the user's password judged by the firewall).
+ *
  * The firewall here is an embedded SOCKS5 gateway; the tests use real Dante.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,17 +20,18 @@ import { OutsideRelay } from './relay/outside.js';
 import { attachDynamicInside, attachDynamicOutside } from './relay/dynamic.js';
 import { createSocks5Server } from './socks5/server.js';
 import { runFtpDemo, startDemoFtpServer } from './demo-ftp.js';
+import { runClientDemo } from './demo-client.js';
 
 const color = process.stdout.isTTY ? (c: number, s: string) => `\x1b[${c}m${s}\x1b[0m` : (_c: number, s: string) => s;
 const t0 = Date.now();
 export function say(who: string, text: string): void {
   const ms = String(Date.now() - t0).padStart(5);
-  const tag = who === 'inside' ? color(36, 'inside  ') : who === 'outside' ? color(35, 'outside ') : who === 'firewall' ? color(33, 'firewall') : color(32, who.padEnd(8));
+  const tag = who === 'inside' ? color(36, 'inside  ') : who === 'outside' ? color(35, 'outside ') : who === 'firewall' ? color(33, 'firewall') : who === 'agent' ? color(34, 'agent   ') : color(32, who.padEnd(8));
   process.stdout.write(`${color(90, ms + 'ms')} ${tag} ${text}\n`);
 }
 
 /** Turn the relays' structured log events into the patent's steps. */
-function narrator(who: 'inside' | 'outside'): pino.DestinationStream {
+function narrator(who: 'inside' | 'outside' | 'agent'): pino.DestinationStream {
   return new Writable({
     write(chunk: Buffer, _enc, cb) {
       for (const line of chunk.toString('utf8').split('\n')) {
@@ -41,8 +45,17 @@ function narrator(who: 'inside' | 'outside'): pino.DestinationStream {
   }) as unknown as pino.DestinationStream;
 }
 
-function describe(e: Record<string, unknown>, who: 'inside' | 'outside'): string | null {
+function describe(e: Record<string, unknown>, who: 'inside' | 'outside' | 'agent'): string | null {
   switch (e.event) {
+    case 'clients.listening': return `client port on ${e.address}:${e.port} (auth: ${e.auth}); agents pin its certificate sha256:${String(e.fingerprint).slice(0, 16)}…`;
+    case 'agent.ready': return `client agent ready (forward and local SOCKS5 port on 127.0.0.1)`;
+    case 'agent.session_established': return `one TLS 1.3 session to the outside relay's client port, its certificate pinned: every connection will be a stream on it`;
+    case 'client.session_established': return `an agent's session is up (INIT); it may carry many connections`;
+    case 'firewall.established': return `the firewall authenticated '${e.user}' and connected to ${e.target}; holding its "established" (603-606)`;
+    case 'client.connected': return `inside-connect.rsp OK → SOCKS5 success and our key share to the agent (607, 611)`;
+    case 'client.passive_attached': return `the agent's data connection attached to the passive listener on port ${e.port}`;
+    case 'agent.session_closed': case 'client.session_closed': return null;
+    case 'agent.sealed': return `connection to ${e.target} sealed with its own keys (X25519 + HKDF → AES-128-GCM); the program is connected (607, 612)`;
     case 'outside.listening': return `listening for sessions on ${e.address}:${e.port}`;
     case 'session.dialing': return `connect.req → ${e.via} for ${e.outside}   (Fig. 8: session set-up)`;
     case 'session.connected': return `connect.rsp: ${e.via === 'direct line' ? 'connected' : 'the firewall relays us to the outside relay'}; TLS 1.3 starts (claim 6)`;
@@ -83,12 +96,22 @@ async function main(): Promise<void> {
     const h = createHash('sha256');
     let n = 0;
     s.on('data', (b: Buffer) => { h.update(b); n += b.length; });
-    s.on('end', () => { say('server', `received ${n} bytes; replying with their SHA-256`); s.end(h.digest('hex')); });
+    s.on('end', () => {
+      if (n === 0) say('server', 'a connection closed without data (the firewall checking the destination, 604)');
+      else say('server', `received ${n} bytes; replying with their SHA-256`);
+      s.end(h.digest('hex'));
+    });
   });
   const serverPort = await listen(server);
   say('server', `intranet TCP server on 127.0.0.1:${serverPort}`);
 
-  const firewall = createSocks5Server({ onEvent: (e) => say('firewall', `${e.event} ${e.host ?? ''}:${e.port ?? ''}`) });
+  // The firewall knows its users (it authenticates the client agent's user too, 603-606).
+  const user = { name: 'alice', password: randomBytes(9).toString('base64url') };
+  const relayUser = { name: 'portside-inside', password: randomBytes(9).toString('base64url') };
+  const firewall = createSocks5Server({
+    users: new Map([[relayUser.name, relayUser.password], [user.name, user.password]]),
+    onEvent: (e) => say('firewall', e.event === 'auth.ok' || e.event === 'auth.refused' ? `${e.event} user '${e.user}'` : `${e.event} ${e.host ?? ''}:${e.port ?? ''}`),
+  });
   const fwPort = await listen(firewall);
   say('firewall', `SOCKS5 circuit gateway on 127.0.0.1:${fwPort} (the only way out of the intranet)`);
 
@@ -111,7 +134,7 @@ async function main(): Promise<void> {
 
   const insideCfg: InsideConfig = {
     file: 'demo', name: 'branch-a', sharedKey: key, key: 'x', outside: `127.0.0.1:${addr.port}`,
-    firewall: { socks5: `127.0.0.1:${fwPort}` },
+    firewall: { socks5: `127.0.0.1:${fwPort}`, username: relayUser.name, password: relayUser.password },
     services: [
       { name: 'hash', listen: `127.0.0.1:${servicePort}`, target: `127.0.0.1:${serverPort}` },
       { name: 'ftp', listen: `127.0.0.1:${ftpServicePort}`, target: `127.0.0.1:${ftp.port}`, rules: 'ftp' },
@@ -144,6 +167,12 @@ async function main(): Promise<void> {
   process.stdout.write('\nFTP through the same session: the inside relay watches the control connection for dynamic port notices\n');
   await runFtpDemo(ftpServicePort, ftp.root).catch((err) => {
     say('client', `FTP demo failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  });
+
+  process.stdout.write('\nA client computer: the client agent carries a program\'s connections; the firewall checks the user (601-612)\n');
+  await runClientDemo({ outside, firewallPort: fwPort, user, serverPort, ftpPort: ftp.port, ftpRoot: ftp.root, narrator }).catch((err) => {
+    say('program', `client agent demo failed: ${(err as Error).message}`);
     process.exitCode = 1;
   });
 

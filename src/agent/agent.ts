@@ -318,6 +318,7 @@ export class ClientAgent {
         // The outside relay's key share; whatever follows it is already sealed.
         const share = await r.read(SHARE_SIZE);
         sock.seal(own, share, 'client', r.take());
+        this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id }, 'connection sealed with its own keys');
         return sock as unknown as net.Socket;
       })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`);
     } catch (err) {

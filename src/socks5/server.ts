@@ -42,6 +42,7 @@ export function createSocks5Server(opts: Socks5ServerOptions = {}): net.Server {
           sock.end(Buffer.of(1, 1));
           return;
         }
+        opts.onEvent?.({ event: 'auth.ok', user });
         sock.write(Buffer.of(1, 0));
         stage = 'request';
       }
