@@ -13,7 +13,7 @@ import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
 import { Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
 import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
-import type { HeldData } from './pipe.js';
+import { written, type HeldData } from './pipe.js';
 
 let spare: KeyShare | null = null;
 let refilling = false;
@@ -126,6 +126,7 @@ export class CarriedConnection extends Duplex {
         finish(e.result, e.message);
         return;
       }
+      written(buf); // opened into buffers of its own: the session may reuse its read block
       let ok = true;
       for (const p of opened) ok = inside.write(p, HEADER_SIZE) && ok;
       if (ok && toInside === 0) client.consumed(buf.length);
@@ -140,6 +141,7 @@ export class CarriedConnection extends Duplex {
     inside.ondata = (buf) => {
       let ok = true;
       for (const rec of sealer.seal(buf)) ok = client.write(rec, HEADER_SIZE) && ok;
+      written(buf); // sealed into records of its own
       if (ok && toClient === 0) inside.consumed(buf.length);
       else toClient += buf.length;
     };
@@ -188,6 +190,7 @@ export class CarriedConnection extends Duplex {
     if (this.opener) {
       try {
         pieces = this.opener.push(buf);
+        if (fromStream) written(buf); // opened into buffers of its own: the read block may be reused
       } catch (err) {
         // Tell the peer why (its reset reaches it as PROTOCOL_ERROR), then fail with our code.
         this.stream.onreset = null;
