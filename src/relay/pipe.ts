@@ -57,6 +57,8 @@ class Pipe {
   corked = false;
   /** Stream bytes held until the end of this loop turn (see onStreamData). */
   queued: Buffer | null = null;
+  /** Of those, bytes not granted yet: the socket was full. */
+  heldBack = 0;
   /** The socket's own read block while it moves bulk, filled up to `at` (see readWithHeadroom). */
   block: Block | null = null;
   at = 0;
@@ -82,11 +84,17 @@ class Pipe {
     else this.ungranted += buf.length;
   }
 
+  /** Write the queued view; grant what was held back if the socket takes it now. */
   sendQueued(): void {
     const q = this.queued;
     if (!q) return;
     this.queued = null;
-    this.send(q);
+    const ok = this.sock.write(q, () => written(q));
+    if (this.heldBack) {
+      if (ok) this.stream.consumed(this.heldBack);
+      else this.ungranted += this.heldBack;
+      this.heldBack = 0;
+    }
   }
 
   finish(result: number, message: string): void {
@@ -144,9 +152,13 @@ function onStreamData(this: Stream, buf: Buffer): void {
   if (q && q.buffer === buf.buffer && q.byteOffset + q.length === buf.byteOffset) {
     p.queued = Buffer.from(q.buffer, q.byteOffset, q.length + buf.length);
   } else {
-    if (q) p.send(q);
+    p.sendQueued();
     p.queued = buf;
   }
+  // Grant at once what the socket would take now (as write() returning true would): waiting
+  // for the end of the turn would hold the sender's window back.
+  if (p.heldBack === 0 && p.sock.writableLength + p.queued!.length <= p.sock.writableHighWaterMark) this.consumed(buf.length);
+  else p.heldBack += buf.length;
   if (!p.corked) {
     p.corked = true;
     p.sock.cork();
