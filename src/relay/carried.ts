@@ -15,6 +15,15 @@ import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 import { written, type HeldData } from './pipe.js';
 
+/**
+ * Report a session read view done with (relay/pipe.ts written()), after the parse that handed it
+ * over: the session settles its read block's account when parse() returns, and a report made
+ * inside parse() could let the block be offered for reuse twice.
+ */
+function doneWith(view: Buffer): void {
+  queueMicrotask(() => written(view));
+}
+
 let spare: KeyShare | null = null;
 let refilling = false;
 /**
@@ -126,7 +135,7 @@ export class CarriedConnection extends Duplex {
         finish(e.result, e.message);
         return;
       }
-      written(buf); // opened into buffers of its own: the session may reuse its read block
+      doneWith(buf); // opened into buffers of its own: the session may reuse its read block
       let ok = true;
       for (const p of opened) ok = inside.write(p, HEADER_SIZE) && ok;
       if (ok && toInside === 0) client.consumed(buf.length);
@@ -141,7 +150,7 @@ export class CarriedConnection extends Duplex {
     inside.ondata = (buf) => {
       let ok = true;
       for (const rec of sealer.seal(buf)) ok = client.write(rec, HEADER_SIZE) && ok;
-      written(buf); // sealed into records of its own
+      doneWith(buf); // sealed into records of its own
       if (ok && toClient === 0) inside.consumed(buf.length);
       else toClient += buf.length;
     };
@@ -190,7 +199,7 @@ export class CarriedConnection extends Duplex {
     if (this.opener) {
       try {
         pieces = this.opener.push(buf);
-        if (fromStream) written(buf); // opened into buffers of its own: the read block may be reused
+        if (fromStream) doneWith(buf); // opened into buffers of its own: the read block may be reused
       } catch (err) {
         // Tell the peer why (its reset reaches it as PROTOCOL_ERROR), then fail with our code.
         this.stream.onreset = null;
