@@ -263,7 +263,9 @@ export function takeBlock(): Block {
 }
 
 export function maybeReuse(b: Block): void {
-  if (!b.reading && b.taken === b.handed && spare.length < SPARE_BLOCKS) spare.push(b);
+  // `spare.includes`: a report that adds no bytes (all of a read delivered and reported inside
+  // parse()) must not offer the same block twice, or two readers would share it.
+  if (!b.reading && b.taken === b.handed && spare.length < SPARE_BLOCKS && !spare.includes(b)) spare.push(b);
 }
 
 /**
