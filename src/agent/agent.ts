@@ -22,7 +22,7 @@ import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
 import { CLIENT_CIPHERS } from '../relay/tls.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
-import { CLIENT_WINDOW, FrameType } from '../session/frame.js';
+import { FrameType } from '../session/frame.js';
 import { SHARE_SIZE } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
@@ -259,7 +259,7 @@ export class ClientAgent {
     this.dialing ??= this.connectOutside().then((sock) => {
       const entry = { sock, session: null as unknown as Session };
       entry.session = sessionOverSocket(sock, {
-        role: 'client', window: CLIENT_WINDOW,
+        role: 'client',
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           sock.destroy();

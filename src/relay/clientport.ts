@@ -26,7 +26,7 @@ import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js'
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAuthConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
-import { CLIENT_WINDOW, FrameType, type Frame } from '../session/frame.js';
+import { FrameType, type Frame } from '../session/frame.js';
 import { SHARE_SIZE } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
@@ -154,7 +154,7 @@ export class ClientPort {
     const log = this.log.child({ agent });
     const limits = this.relay.cfg.limits;
     const session: Session = sessionOverSocket(sock, {
-      role: 'client-port', window: CLIENT_WINDOW,
+      role: 'client-port',
       maxStreams: this.cfg.max_streams,
       onControl: (f: Frame) => this.onControl(session, f, log),
       onStream: (stream: Stream) => this.onStream(session, sock, stream, log),

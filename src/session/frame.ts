@@ -57,10 +57,9 @@ export interface Frame {
 /** Defaults; both sides may be configured lower, never higher than MAX_FRAME_LIMIT. */
 export const DEFAULT_MAX_FRAME = 256 * 1024;
 export const MAX_FRAME_LIMIT = 16 * 1024 * 1024;
-export const DEFAULT_WINDOW = 1024 * 1024;
 /**
- * A client session's stream window. The client leg crosses one more process than a service
- * (agent, outside relay, inside relay), and on a busy machine a window update can wait several
- * ms for a CPU: 1 MiB held one stream to about 0.5 Gbit/s there, 4 MiB about doubled it.
+ * Stream window. On a busy 2-core machine a window update can wait several ms for a CPU; 1 MiB
+ * held one stream well below what the relays can move (the client leg, one process longer, to
+ * about 0.5 Gbit/s), 4 MiB lets them run (docs/protocol.md, "Flow control").
  */
-export const CLIENT_WINDOW = 4 * 1024 * 1024;
+export const DEFAULT_WINDOW = 4 * 1024 * 1024;
