@@ -66,7 +66,7 @@ function sshArgs(sshd, forward) {
  * The node flags the `portside` command's own shebang gives (src/cli.ts), so the bench runs what
  * users run; PORTSIDE_BENCH_NODE_FLAGS adds more (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
  */
-const RELAY_NODE_FLAGS = ['--single-threaded-gc', ...(process.env.PORTSIDE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+const RELAY_NODE_FLAGS = ['--single-threaded-gc', '--max-semi-space-size=2', ...(process.env.PORTSIDE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
 
 function portsideCli(ctx) {
   const cli = join(ctx.root, 'dist', 'cli.js');
