@@ -42,7 +42,7 @@ const clientsSchema = z.strictObject({
   allow: z.strictObject({ destinations: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional() }).prefault({}),
   handshake_timeout_ms: z.number().int().positive().default(10_000),
   /** Connections one agent's session may carry at once. */
-  max_streams: z.number().int().positive().default(4096),
+  max_streams: z.number().int().positive().default(65_536),
   /** Agent sessions (TLS connections to the client port) at once, handshaking or established. */
   max_sessions: z.number().int().positive().default(1024),
 }).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
