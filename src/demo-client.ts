@@ -41,7 +41,7 @@ export async function runClientDemo(d: ClientDemo): Promise<void> {
       auth: 'firewall', firewall: { socks5: `127.0.0.1:${d.firewallPort}` }, allow: {},
       handshake_timeout_ms: 10_000, max_streams: 65_536, max_sessions: 1024,
     } as const;
-    const port = new ClientPort(d.outside, { ...clients, allow: {} }, dir, createLogger('debug', 'outside', d.narrator('outside')));
+    const port = new ClientPort(d.outside, clients, dir, createLogger('debug', 'outside', d.narrator('outside')));
     const { port: clientPort } = await port.start();
     const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
       `outside: 127.0.0.1:${clientPort}`,

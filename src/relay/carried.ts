@@ -112,8 +112,6 @@ export class CarriedConnection extends Duplex {
     const client = this.stream;
     const opener = this.opener!;
     const sealer = this.sealer!;
-    let toInside = 0; // client bytes whose plaintext the inside stream has queued but not sent
-    let toClient = 0; // inside bytes whose records the client stream has queued but not sent
     let done = false;
     const finish = (result: number, message: string) => {
       if (done) return;
@@ -121,11 +119,29 @@ export class CarriedConnection extends Duplex {
       onDone(result, message);
       this.destroy();
     };
-    const opened: Buffer[] = [];
-    client.ondata = (buf) => {
-      opened.length = 0;
+    // One direction: what `from` delivers, converted, goes into `to`; `from` is granted its
+    // window back only once `to` has sent the output (at once, or on its drain).
+    const pass = (from: Stream, to: Stream, convert: (buf: Buffer) => Buffer[] | null) => {
+      let owed = 0;
+      from.ondata = (buf) => {
+        const out = convert(buf);
+        if (!out) return;
+        doneWith(buf); // converted into buffers of their own: the session may reuse its read block
+        let ok = true;
+        for (const p of out) ok = to.write(p, HEADER_SIZE) && ok;
+        if (ok && owed === 0) from.consumed(buf.length);
+        else owed += buf.length;
+      };
+      to.ondrain = () => {
+        if (!owed) return;
+        const n = owed;
+        owed = 0;
+        from.consumed(n);
+      };
+    };
+    pass(client, inside, (buf) => {
       try {
-        opener.push(buf, opened);
+        return opener.push(buf);
       } catch (err) {
         const e = err as PortsideError;
         client.onreset = null;
@@ -133,33 +149,10 @@ export class CarriedConnection extends Duplex {
         inside.reset(Result.CANCELLED);
         this.onfailure?.(e);
         finish(e.result, e.message);
-        return;
+        return null;
       }
-      doneWith(buf); // opened into buffers of its own: the session may reuse its read block
-      let ok = true;
-      for (const p of opened) ok = inside.write(p, HEADER_SIZE) && ok;
-      if (ok && toInside === 0) client.consumed(buf.length);
-      else toInside += buf.length;
-    };
-    inside.ondrain = () => {
-      if (!toInside) return;
-      const n = toInside;
-      toInside = 0;
-      client.consumed(n);
-    };
-    inside.ondata = (buf) => {
-      let ok = true;
-      for (const rec of sealer.seal(buf)) ok = client.write(rec, HEADER_SIZE) && ok;
-      doneWith(buf); // sealed into records of its own
-      if (ok && toClient === 0) inside.consumed(buf.length);
-      else toClient += buf.length;
-    };
-    client.ondrain = () => {
-      if (!toClient) return;
-      const n = toClient;
-      toClient = 0;
-      inside.consumed(n);
-    };
+    });
+    pass(inside, client, (buf) => sealer.seal(buf));
     client.onend = () => inside.end();
     inside.onend = () => client.end();
     client.onreset = (result, message) => { inside.reset(result); finish(result, message); };
@@ -171,7 +164,7 @@ export class CarriedConnection extends Duplex {
     inside.onclose = closed;
     if (held) {
       // What the inside stream delivered before the bridge (see holdStream): replay it.
-      for (const b of held.bufs) inside.ondata(b);
+      for (const b of held.bufs) inside.ondata!(b);
       held.bufs = [];
       if (held.ended) client.end();
     }

@@ -271,7 +271,8 @@ export function maybeReuse(b: Block): void {
 /**
  * These bytes are done with (a socket has written them, or they were copied): a block they
  * came from may be reused. Bytes never reported (a stream reset, a session gone, a consumer
- * that does not report) just leave their block to the GC.
+ * that does not report) just leave their block to the GC. A view handed over by Session.parse()
+ * is reported only after parse() returns: the session settles the block's account then.
  */
 export function written(buf: Buffer): void {
   const b = blockOf.get(buf.buffer);

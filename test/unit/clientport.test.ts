@@ -52,6 +52,19 @@ describe('client port and agent (loopback, in process)', () => {
     s.write(data);
   });
 
+  /** An outside relay with a users-file client port; `clients` lines are added to its section. */
+  const outsideConfig = (file: string, key: string, clients: string[]) => loadOutsideConfig(join(dir, file), [
+    'listen: 127.0.0.1:0',
+    `insides: [{name: b, key: "${key}"}]`,
+    'clients:',
+    '  listen: 127.0.0.1:0',
+    '  cert_file: c.pem',
+    '  key_file: c.key',
+    '  auth: users',
+    '  users_file: users.txt',
+    ...clients,
+  ].join('\n'));
+
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ps-clientport-'));
     echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
@@ -63,18 +76,7 @@ describe('client port and agent (loopback, in process)', () => {
     writeFileSync(join(dir, 'c.key'), c.key);
     writeFileSync(join(dir, 'users.txt'), `${await hashUserLine('alice', 'right', { N: 1024, r: 8, p: 1 })}\n`);
     const key = randomBytes(32).toString('base64');
-    outside = new OutsideRelay(loadOutsideConfig(join(dir, 'outside.yaml'), [
-      'listen: 127.0.0.1:0',
-      `insides: [{name: b, key: "${key}"}]`,
-      'clients:',
-      '  listen: 127.0.0.1:0',
-      '  cert_file: c.pem',
-      '  key_file: c.key',
-      '  auth: users',
-      '  users_file: users.txt',
-      '  allow:',
-      '    destinations: ["127.0.0.0/8"]',
-    ].join('\n')), log);
+    outside = new OutsideRelay(outsideConfig('outside.yaml', key, ['  allow:', '    destinations: ["127.0.0.0/8"]']), log);
     attachDynamicOutside(outside);
     const sess = await outside.start();
     port = ClientPort.forConfig(outside, log)!;
@@ -183,17 +185,7 @@ describe('client port and agent (loopback, in process)', () => {
   });
 
   it('refuses agent sessions beyond clients.max_sessions, at once', async () => {
-    const small = new OutsideRelay(loadOutsideConfig(join(dir, 'outside-small.yaml'), [
-      'listen: 127.0.0.1:0',
-      `insides: [{name: b, key: "${randomBytes(32).toString('base64')}"}]`,
-      'clients:',
-      '  listen: 127.0.0.1:0',
-      '  cert_file: c.pem',
-      '  key_file: c.key',
-      '  auth: users',
-      '  users_file: users.txt',
-      '  max_sessions: 1',
-    ].join('\n')), log);
+    const small = new OutsideRelay(outsideConfig('outside-small.yaml', randomBytes(32).toString('base64'), ['  max_sessions: 1']), log);
     const cp = ClientPort.forConfig(small, log)!;
     const p = (await cp.start()).port;
     try {
