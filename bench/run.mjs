@@ -237,8 +237,8 @@ function rowContext(dir, targetPort) {
   const ctx = {
     root, benchDir, dir, targetPort, options: opts,
     logPath: (name) => join(dir, `${name}.log`),
-    start(cmd, args, name, onLine) {
-      const c = proc.start(cmd, args, { logFile: join(dir, `${name}.log`), onLine, cwd: dir });
+    start(cmd, args, name, onLine, env) {
+      const c = proc.start(cmd, args, { logFile: join(dir, `${name}.log`), onLine, cwd: dir, env });
       started.push(c.pid);
       return c;
     },

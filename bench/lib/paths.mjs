@@ -6,7 +6,7 @@
 // with ctx.start(): the runner stops everything started that way after the row,
 // also when setup fails, so setup need not clean up after itself.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
+import { existsSync, readFileSync, mkdirSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, waitPort } from './proc.mjs';
 
@@ -63,10 +63,24 @@ function sshArgs(sshd, forward) {
 }
 
 /**
- * The node flags the `portside` command's own shebang gives (src/cli.ts), so the bench runs what
- * users run; PORTSIDE_BENCH_NODE_FLAGS adds more (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ * The node flags and environment the `portside` command's own shebang gives (src/cli.ts:
+ * `#!/usr/bin/env -S [VAR=value…] node [flags…]`), so the bench runs what users run;
+ * PORTSIDE_BENCH_NODE_FLAGS adds more (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
  */
-const RELAY_NODE_FLAGS = ['--single-threaded-gc', '--max-semi-space-size=2', ...(process.env.PORTSIDE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+function relayLaunch(cli) {
+  const words = readFileSync(cli, 'utf8').split('\n', 1)[0].replace(/^#!\S*env -S /, '').split(/\s+/).filter(Boolean);
+  const at = words.indexOf('node');
+  if (at < 0) throw new Error(`${cli}: unexpected shebang`);
+  const env = Object.fromEntries(words.slice(0, at).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+  const flags = [...words.slice(at + 1), ...(process.env.PORTSIDE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  return { env: { ...process.env, ...env }, flags };
+}
+
+/** Start `portside ARGS…` as a relay process of this run. */
+function startRelay(ctx, cli, args, name, onLine) {
+  const { env, flags } = relayLaunch(cli);
+  return ctx.start(process.execPath, [...flags, cli, ...args], name, onLine, env);
+}
 
 function portsideCli(ctx) {
   const cli = join(ctx.root, 'dist', 'cli.js');
@@ -141,7 +155,7 @@ export async function startPortside(ctx, firewall, service = {}) {
       timer = setTimeout(() => rej(new Error(`no ${what} event within ${ms / 1000} s${lastProblem ? ` (last: ${lastProblem})` : ''}`)), ms);
     })]).finally(() => clearTimeout(timer));
   };
-  const outside = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
+  const outside = startRelay(ctx, cli, ['outside', '--config', join(d, 'outside.yaml')], 'outside', onLine('outside'));
   const outsideDied = exited('outside', outside);
   outsideDied.catch(() => {});
   const infoLogged = ['trace', 'debug', 'info'].includes(lvl);
@@ -151,7 +165,7 @@ export async function startPortside(ctx, firewall, service = {}) {
       : waitPort(outsidePort, { child: outside, timeoutMs: 20000 }), // the log level hides the event
     outsideDied,
   ]), 20000, 'outside.listening');
-  const inside = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
+  const inside = startRelay(ctx, cli, ['inside', '--config', join(d, 'inside.yaml')], 'inside', onLine('inside'));
   const insideDied = exited('inside', inside);
   insideDied.catch(() => {});
   await within(Promise.race([
@@ -267,7 +281,7 @@ async function startPortsideClient(ctx, firewall = null) {
     `log_level: ${ctx.options.portsideLogLevel}`,
     '',
   ].join('\n'));
-  const agent = ctx.start(process.execPath, [...RELAY_NODE_FLAGS, cli, 'client', '--config', join(d, 'client.yaml')], 'agent');
+  const agent = startRelay(ctx, cli, ['client', '--config', join(d, 'client.yaml')], 'agent');
   await waitPort(forwardPort, { child: agent, timeoutMs: 20000 });
   return { port: forwardPort, pids: [agent.pid, ...ps.pids] };
 }

@@ -13,7 +13,7 @@
  * The nonce is the record's sequence number (96 bits, big-endian), per direction, so a record
  * dropped, replayed or moved fails the tag. The length header is the AAD.
  */
-import { createCipheriv, createDecipheriv, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, randomBytes, type DecipherGCM, type KeyObject } from 'node:crypto';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 
 export const SHARE_SIZE = 32;
@@ -34,11 +34,22 @@ export class SealError extends PortsideError {
 
 export interface KeyShare { privateKey: KeyObject; share: Buffer }
 
-/** A fresh ephemeral X25519 key pair for one connection. */
+/** A JWK `x` that Node ignores when importing a private key (it computes the public half from `d`). */
+const UNUSED_X = 'A'.repeat(43);
+
+/**
+ * A fresh ephemeral X25519 key pair for one connection: 32 random bytes imported as the private
+ * key, its public half exported as JWK (about 57 µs here).
+ *
+ * Not generateKeyPairSync: in Node 20 exporting a key it generated can deadlock the process. The
+ * export holds the key's mutex while allocating; a GC at that moment finalises the generating job,
+ * whose destructor takes the same mutex, and the main thread waits on itself for ever (it happened
+ * here after some tens of thousands of keys; test/unit/seal.test.ts makes 100 000).
+ * JWK, not DER: OpenSSL's DER encoder and decoder cost 70-140 µs each here, JWK about 5-12.
+ */
 export function newKeyShare(): KeyShare {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  // JWK, not DER: OpenSSL's DER encoder and decoder cost about 70 µs each here, JWK about 5.
-  return { privateKey, share: Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url') };
+  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: randomBytes(32).toString('base64url'), x: UNUSED_X }, format: 'jwk' });
+  return { privateKey, share: Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x!, 'base64url') };
 }
 
 export interface StreamKeys { send: Buffer; recv: Buffer }
