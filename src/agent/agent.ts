@@ -382,7 +382,9 @@ export class ClientAgent {
   private join(a: net.Socket, b: net.Socket): void {
     this.sockets.add(b);
     b.on('close', () => this.sockets.delete(b));
-    joinSockets(a, b);
+    // A connection through portside: the local socket and the sealed stream, joined directly.
+    if (b instanceof CarriedConnection) b.carry(a);
+    else joinSockets(a, b);
   }
 
 }

@@ -10,10 +10,11 @@
  */
 import { Duplex } from 'node:stream';
 import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
-import { Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
+import { MAX_RECORD, Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
 import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
-import { written, type HeldData } from './pipe.js';
+import type { Socket } from 'node:net';
+import { hookReads, written, type HeldData } from './pipe.js';
 
 /**
  * Report a session read view done with (relay/pipe.ts written()), after the parse that handed it
@@ -22,6 +23,12 @@ import { written, type HeldData } from './pipe.js';
  */
 function doneWith(view: Buffer): void {
   queueMicrotask(() => written(view));
+}
+
+/** Where carry() reads local sockets: each read is sealed (copied out) before the next. */
+let shared: Buffer | null = null;
+function sealRead(): Buffer {
+  return (shared ??= Buffer.allocUnsafeSlow(MAX_RECORD));
 }
 
 let spare: KeyShare | null = null;
@@ -55,6 +62,8 @@ export class CarriedConnection extends Duplex {
   /** Stream bytes delivered to our readable side but not yet granted back (the reader is full). */
   private ungranted = 0;
   private full = false;
+  /** carry() has taken the stream: destroying the Duplex must not touch it. */
+  private retired = false;
   /** A write waiting for the stream's window or the session's transport. */
   private writeDone: ((err?: Error | null) => void) | null = null;
   /** Called with the reason when the stream fails (reset by the peer, a bad record). */
@@ -119,29 +128,13 @@ export class CarriedConnection extends Duplex {
       onDone(result, message);
       this.destroy();
     };
-    // One direction: what `from` delivers, converted, goes into `to`; `from` is granted its
-    // window back only once `to` has sent the output (at once, or on its drain).
-    const pass = (from: Stream, to: Stream, convert: (buf: Buffer) => Buffer[] | null) => {
-      let owed = 0;
-      from.ondata = (buf) => {
-        const out = convert(buf);
-        if (!out) return;
-        doneWith(buf); // converted into buffers of their own: the session may reuse its read block
-        let ok = true;
-        for (const p of out) ok = to.write(p, HEADER_SIZE) && ok;
-        if (ok && owed === 0) from.consumed(buf.length);
-        else owed += buf.length;
-      };
-      to.ondrain = () => {
-        if (!owed) return;
-        const n = owed;
-        owed = 0;
-        from.consumed(n);
-      };
-    };
-    pass(client, inside, (buf) => {
+    // client → inside: records opened; the client stream is granted its window back only once
+    // the inside stream has sent the plaintext (at once, or on its drain).
+    let owedClient = 0;
+    client.ondata = (buf) => {
+      let plain: Buffer[];
       try {
-        return opener.push(buf);
+        plain = opener.push(buf);
       } catch (err) {
         const e = err as PortsideError;
         client.onreset = null;
@@ -149,12 +142,58 @@ export class CarriedConnection extends Duplex {
         inside.reset(Result.CANCELLED);
         this.onfailure?.(e);
         finish(e.result, e.message);
-        return null;
+        return;
       }
-    });
-    pass(inside, client, (buf) => sealer.seal(buf));
+      doneWith(buf); // opened into buffers of their own: the session may reuse its read block
+      let ok = true;
+      for (const p of plain) ok = inside.write(p, HEADER_SIZE) && ok;
+      if (ok && owedClient === 0) client.consumed(buf.length);
+      else owedClient += buf.length;
+    };
+    inside.ondrain = () => {
+      if (!owedClient) return;
+      const n = owedClient;
+      owedClient = 0;
+      client.consumed(n);
+    };
+    // inside → client: the session delivers a frame one TLS record (16 KiB) at a time; a loop
+    // turn's pieces are sealed as one record (one cipher, one frame, one write). A lone small
+    // piece goes at once (latency).
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let scheduled = false;
+    let owed = 0;
+    const flush = () => {
+      scheduled = false;
+      if (!batchBytes || client.state === 'closed') return;
+      const pieces = batch;
+      const n = batchBytes;
+      batch = [];
+      batchBytes = 0;
+      const records = sealer.seal(pieces);
+      for (const b of pieces) doneWith(b); // sealed into buffers of their own
+      let ok = true;
+      for (const rec of records) ok = client.write(rec, HEADER_SIZE) && ok;
+      if (ok && owed === 0) inside.consumed(n);
+      else owed += n;
+    };
+    inside.ondata = (buf) => {
+      batch.push(buf);
+      batchBytes += buf.length;
+      if (batchBytes >= MAX_RECORD || (batch.length === 1 && buf.length < 4096)) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    };
+    client.ondrain = () => {
+      if (!owed) return;
+      const n = owed;
+      owed = 0;
+      inside.consumed(n);
+    };
     client.onend = () => inside.end();
-    inside.onend = () => client.end();
+    inside.onend = () => { flush(); client.end(); };
     client.onreset = (result, message) => { inside.reset(result); finish(result, message); };
     inside.onreset = (result, message) => { client.reset(result); finish(result, message); };
     const closed = () => {
@@ -166,9 +205,80 @@ export class CarriedConnection extends Duplex {
       // What the inside stream delivered before the bridge (see holdStream): replay it.
       for (const b of held.bufs) inside.ondata!(b);
       held.bufs = [];
-      if (held.ended) client.end();
+      if (held.ended) inside.onend();
     }
     if (inside.state === 'closed') inside.onreset(inside.result, 'closed before the bridge');
+  }
+
+  /**
+   * The agent's data path once the connection is established: the local program's socket and
+   * this connection's stream joined directly, sealing and opening in between, with no Duplex on
+   * the way (as bridge() at the outside relay). Socket reads land in one shared buffer and are
+   * sealed (copied out) at once, one record per read: an idle connection holds no read buffer.
+   * Window is granted back only once the socket has taken the opened bytes.
+   */
+  carry(sock: Socket): void {
+    const stream = this.stream;
+    const opener = this.opener!;
+    const sealer = this.sealer!;
+    // Bytes that came with the answer were opened into our readable side: they go first.
+    for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) sock.write(b);
+    if (this.ungranted) stream.consumed(this.ungranted);
+    this.ungranted = 0;
+    // The stream is the socket's now; the Duplex stays, idle, and closes with the socket.
+    this.retired = true;
+    let owed = 0;
+    let done = false;
+    const abort = (err?: PortsideError) => {
+      if (done) return;
+      done = true;
+      if (err) this.onfailure?.(err);
+      if (stream.state !== 'closed') stream.reset(err?.result ?? Result.CANCELLED);
+      if (!sock.destroyed) sock.resetAndDestroy();
+    };
+    stream.ondata = (buf) => {
+      let plain: Buffer[];
+      try {
+        plain = opener.push(buf);
+      } catch (err) {
+        stream.onreset = null;
+        return abort(err as PortsideError);
+      }
+      doneWith(buf); // opened into buffers of their own
+      let ok = true;
+      for (const p of plain) ok = sock.write(p) && ok;
+      if (ok && owed === 0) stream.consumed(buf.length);
+      else owed += buf.length;
+    };
+    sock.on('drain', () => {
+      if (!owed) return;
+      const n = owed;
+      owed = 0;
+      stream.consumed(n);
+    });
+    const take = (buf: Buffer) => {
+      let ok = true;
+      for (const rec of sealer.seal(buf)) ok = stream.write(rec, HEADER_SIZE) && ok;
+      if (!ok) sock.pause();
+    };
+    hookReads(sock, sealRead(), function onRead(n) { take(sealRead().subarray(0, n)); return sealRead(); });
+    sock.on('data', take); // with hooked reads: only bytes Node read before (and it keeps 'end' coming)
+    stream.ondrain = () => sock.resume();
+    sock.on('end', () => stream.end());
+    stream.onend = () => sock.end();
+    stream.onreset = () => {
+      done = true;
+      if (!sock.destroyed) sock.resetAndDestroy();
+    };
+    sock.on('error', () => abort());
+    sock.on('close', () => {
+      // Both directions ended cleanly: our FIN may still wait behind window-held data.
+      if (!(sock.readableEnded && stream.remoteEnded)) abort();
+      this.destroy();
+    });
+    if (stream.remoteEnded) sock.end();
+    if (stream.state === 'closed' && stream.result !== Result.OK) abort();
+    sock.resume();
   }
 
   get sealed(): boolean {
@@ -245,8 +355,8 @@ export class CarriedConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    // Closed before both directions ended cleanly: tell the peer.
-    if (this.stream.state !== 'closed') this.stream.reset(Result.CANCELLED);
+    // Closed before both directions ended cleanly: tell the peer (unless carry() took the stream).
+    if (!this.retired && this.stream.state !== 'closed') this.stream.reset(Result.CANCELLED);
     const w = this.writeDone;
     this.writeDone = null;
     w?.(err);

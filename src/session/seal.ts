@@ -15,14 +15,19 @@
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, randomBytes, type DecipherGCM, type KeyObject } from 'node:crypto';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
+import { DEFAULT_MAX_FRAME } from './frame.js';
 
 export const SHARE_SIZE = 32;
 export const KEY_SIZE = 16;
 const CIPHER = 'aes-128-gcm';
 export const TAG_SIZE = 16;
 export const RECORD_HEADER = 4;
-/** Largest plaintext in one record: also the most the opener buffers before it can check a tag. */
-export const MAX_RECORD = 64 * 1024;
+/**
+ * Largest plaintext in one record: a sealed record with its header and tag fills one DATA frame
+ * (256 KiB), so a record is one frame and one transport write. Also the most the opener buffers
+ * before it can check a tag.
+ */
+export const MAX_RECORD = DEFAULT_MAX_FRAME - RECORD_HEADER - TAG_SIZE;
 const INFO = Buffer.from('portside client stream v1');
 
 /** A record that fails its tag, or a length out of range: the connection is not trustworthy. */
@@ -88,19 +93,34 @@ export class Sealer {
   /** `headroom`: free bytes left in front of each record (same memory), for a frame header. */
   constructor(private readonly key: Buffer, readonly headroom = 0) {}
 
-  /** Seal buf as one record per MAX_RECORD bytes; each record is one buffer. */
-  seal(buf: Buffer): Buffer[] {
+  /**
+   * Seal buf (or the pieces of a list, taken as one run of bytes) as one record per MAX_RECORD
+   * bytes; each record is one buffer. Pieces are encrypted where they lie: no gathering copy.
+   */
+  seal(input: Buffer | Buffer[]): Buffer[] {
+    const pieces = Array.isArray(input) ? input : [input];
+    let left = 0;
+    for (const p of pieces) left += p.length;
     const out: Buffer[] = [];
-    for (let off = 0; off < buf.length; off += MAX_RECORD) {
-      const piece = buf.subarray(off, Math.min(buf.length, off + MAX_RECORD));
-      const rec = Buffer.allocUnsafe(this.headroom + RECORD_HEADER + piece.length + TAG_SIZE).subarray(this.headroom);
-      rec.writeUInt32BE(piece.length, 0);
+    let i = 0;
+    let off = 0;
+    while (left > 0) {
+      const n = Math.min(left, MAX_RECORD);
+      left -= n;
+      const rec = Buffer.allocUnsafe(this.headroom + RECORD_HEADER + n + TAG_SIZE).subarray(this.headroom);
+      rec.writeUInt32BE(n, 0);
       const c = createCipheriv(CIPHER, this.key, nonce(this.seq++));
       c.setAAD(rec.subarray(0, RECORD_HEADER));
-      const ct = c.update(piece);
-      ct.copy(rec, RECORD_HEADER);
+      let at = RECORD_HEADER;
+      while (at < RECORD_HEADER + n) {
+        const p = pieces[i]!;
+        const take = Math.min(p.length - off, RECORD_HEADER + n - at);
+        at += c.update(take === p.length ? p : p.subarray(off, off + take)).copy(rec, at);
+        off += take;
+        if (off === p.length) { i++; off = 0; }
+      }
       c.final();
-      c.getAuthTag().copy(rec, RECORD_HEADER + piece.length);
+      c.getAuthTag().copy(rec, RECORD_HEADER + n);
       out.push(rec);
     }
     return out;

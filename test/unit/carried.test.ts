@@ -3,6 +3,7 @@
 // reader that does not read holds no more than its window.
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { ErrorCode, PortsideError, Result } from '../../src/errors.js';
 import { CarriedConnection } from '../../src/relay/carried.js';
 import { FrameDecoder } from '../../src/session/decode.js';
@@ -15,10 +16,12 @@ import type { Stream } from '../../src/session/stream.js';
 function clientSessionPair(tamper?: (type: number, stream: number, payload: Buffer) => void) {
   const wire: Buffer[] = [];
   const accepted: Stream[] = [];
+  /** `down`: may change port→client bytes in flight (whole frame batches). */
+  const hooks: { down: ((b: Buffer) => void) | null } = { down: null };
   const dec = new FrameDecoder(16 * 1024 * 1024);
   const port: Session = new Session({
     role: 'client-port',
-    onWrite: (chunks) => { const b = Buffer.concat(chunks); wire.push(b); setImmediate(() => client.parse(b)); },
+    onWrite: (chunks) => { const b = Buffer.concat(chunks); wire.push(b); hooks.down?.(b); setImmediate(() => client.parse(b)); },
     onStream: (s) => { accepted.push(s); port.answer(s, Result.OK); },
   });
   const client: Session = new Session({
@@ -40,7 +43,7 @@ function clientSessionPair(tamper?: (type: number, stream: number, payload: Buff
     },
   });
   client.established = port.established = true;
-  return { client, port, accepted, wire };
+  return { client, port, accepted, wire, hooks };
 }
 
 /** Open one connection and do the key exchange the way the agent and the client port do. */
@@ -188,6 +191,66 @@ describe('carried connections on a client session', () => {
     d.near.on('error', () => {});
     d.near.write(Buffer.alloc(5000, 1));
     expect(await targetReset).toBe(Result.CANCELLED);
+    expect(failures).toEqual([ErrorCode.STREAM_AUTH]);
+    expect(q.client.closed).toBe(false);
+  });
+  it("carry(): the agent's direct path between a local socket and the sealed stream, both ways, bytes that came before it first, and a bad record resetting the socket", async () => {
+    // A real loopback socket pair: `app` is the local program, `local` the agent's accepted end.
+    const pair = async () => {
+      const srv = net.createServer({ allowHalfOpen: true });
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+      const app = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+      const local = await accepted;
+      srv.close();
+      return { app, local };
+    };
+    const readAll = (s: net.Socket) => new Promise<Buffer>((resolve, reject) => {
+      const got: Buffer[] = [];
+      s.on('data', (b) => got.push(b));
+      s.on('end', () => resolve(Buffer.concat(got)));
+      s.on('error', reject);
+    });
+
+    const p = clientSessionPair();
+    const c = await connect(p);
+    const early = randomBytes(3000);
+    c.far.write(early); // arrives before carry(): it must reach the program first
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    const { app, local } = await pair();
+    c.near.carry(local);
+    const up = randomBytes(3_000_000);
+    const down = randomBytes(2_000_000);
+    const atFar = collect(c.far);
+    const atApp = readAll(app);
+    app.end(up);
+    c.far.end(down);
+    expect((await atFar).equals(up)).toBe(true);
+    expect((await atApp).equals(Buffer.concat([early, down]))).toBe(true);
+    await new Promise<void>((r) => (c.near.destroyed ? r() : c.near.once('close', () => r())));
+    expect(c.near.stream.result).toBe(Result.OK);
+
+    // A bad record: the program's socket is reset, the failure is PS_ERR_STREAM_AUTH.
+    let victim = -1;
+    const q = clientSessionPair();
+    const d = await connect(q);
+    victim = d.far.stream.id;
+    const { app: app2, local: local2 } = await pair();
+    const failures: string[] = [];
+    d.near.onfailure = (e) => failures.push(e.code);
+    d.near.carry(local2);
+    const appErr = new Promise<string>((r) => { app2.on('error', (e: NodeJS.ErrnoException) => r(e.code ?? '')); app2.on('close', () => r('closed')); });
+    app2.resume();
+    // Flip a ciphertext byte of the next record on its way to the agent.
+    q.hooks.down = (b) => {
+      for (let at = 0; at + 12 <= b.length; at += 12 + b.readUInt32BE(at + 8)) {
+        if (b[at] === FrameType.DATA && b.readUInt32BE(at + 4) === victim && b.readUInt32BE(at + 8) > 40) b[at + 30] ^= 0xff;
+      }
+    };
+    const farReset = new Promise<number>((r) => d.far.on('error', (e: PortsideError) => r(e.result)));
+    d.far.write(Buffer.alloc(5000, 7));
+    expect(await appErr).toBe('ECONNRESET');
+    expect(await farReset).toBe(Result.PROTOCOL_ERROR); // the outside relay learns why
     expect(failures).toEqual([ErrorCode.STREAM_AUTH]);
     expect(q.client.closed).toBe(false);
   });

@@ -70,6 +70,23 @@ describe('sealed records', () => {
     }
   });
 
+  it('a list of pieces seals as the same records as their concatenation, at random piece boundaries', () => {
+    for (let seed = 1; seed <= 10; seed++) {
+      const r = rng(seed);
+      const { client } = keys();
+      const plain = Buffer.alloc(Math.floor(r() * 3 * MAX_RECORD) + 1);
+      for (let j = 0; j < plain.length; j += 89) plain[j] = Math.floor(r() * 256);
+      const pieces: Buffer[] = [];
+      for (let at = 0; at < plain.length;) {
+        const n = Math.min(plain.length - at, 1 + Math.floor(r() * (r() < 0.3 ? MAX_RECORD : 20_000)));
+        pieces.push(plain.subarray(at, at + n));
+        at += n;
+      }
+      const whole = Buffer.concat(new Sealer(client.send).seal(plain));
+      expect(Buffer.concat(new Sealer(client.send).seal(pieces)).equals(whole)).toBe(true);
+    }
+  });
+
   it('a record is never larger than MAX_RECORD, and the ciphertext is not the plaintext', () => {
     const { client } = keys();
     const plain = Buffer.alloc(2 * MAX_RECORD + 5, 0x41);
