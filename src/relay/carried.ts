@@ -341,10 +341,12 @@ export class CarriedConnection extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     if (this.answerLater) this.answerNow();
     let ok = true;
-    if (this.sealer) for (const rec of this.sealer.seal(chunk)) ok = this.stream.write(rec, HEADER_SIZE);
+    if (this.sealer) for (const rec of this.sealer.seal(chunk)) ok = this.stream.write(rec, HEADER_SIZE) && ok;
     else ok = this.stream.write(chunk);
     if (this.stream.state === 'closed') return done(new PortsideError(ErrorCode.CONNECT_FAILED, 'connection closed', Result.STREAM_CLOSED));
-    if (ok) done();
+    // Set-up messages in the clear are small and already queued in the stream, in order: done at
+    // once, even when the session's transport is full (a busy session), so seal() can follow.
+    if (ok || !this.sealer) done();
     else this.writeDone = done;
   }
 

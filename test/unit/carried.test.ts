@@ -134,6 +134,25 @@ describe('carried connections on a client session', () => {
     expect((await got).length).toBe(total);
   });
 
+  it('a connection set up while the session is busy (its transport full) still seals, and flows once the transport drains', async () => {
+    const p = clientSessionPair();
+    const a = newKeyShare();
+    p.client.setBlocked(true); // the session's socket is full: stream writes return false
+    const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
+    near.write(Buffer.from('request in the clear'));
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    const s = p.accepted.at(-1)!;
+    const far = new CarriedConnection(s);
+    const b = newKeyShare();
+    far.seal(b, s.extra!, 'client-port');
+    expect(() => near.seal(a, b.share, 'client')).not.toThrow();
+    const got = collect(far);
+    near.end(Buffer.from('sealed data'));
+    p.client.setBlocked(false);
+    far.end();
+    expect((await got).toString()).toBe('sealed data'); // the clear request came before `far` listened
+  });
+
   it("bridge(): the outside relay's direct path to the inside relay's stream, both ways, with FIN, and a bad record resetting both", async () => {
     // The relay session: outside ⇄ inside in memory; the inside end collects what arrives.
     let insideEnd: Session;
