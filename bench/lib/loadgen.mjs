@@ -63,7 +63,9 @@ async function openStall(port) {
     while (!stop && !s.destroyed) {
       written += CHUNK;
       lastProgress = Date.now();
-      if (!s.write(payload)) await Promise.race([once(s, 'drain'), once(s, 'close')]);
+      // one listener pair per wait, both removed after: events.once() on 'drain' and 'close'
+      // would leave the loser's 'error' listener behind on every wait
+      if (!s.write(payload)) await new Promise((r) => { const go = () => { s.off('drain', go); s.off('close', go); r(); }; s.on('drain', go); s.on('close', go); });
     }
   })().catch(() => {});
   // the stall is established once nothing more has been accepted for 500 ms
