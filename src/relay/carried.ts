@@ -7,6 +7,8 @@
  * byte after that travels in records sealed with this connection's own keys (src/session/seal.ts).
  * Flow control is the stream's credit window: window is granted back only as our reader takes
  * the bytes, so a slow local program holds at most one window of this connection's data.
+ * Once established, the bytes take a direct path with no Duplex in it: bridge() at the outside
+ * relay (to the inside relay's stream), carry() at the agent (to the program's socket).
  */
 import { Duplex } from 'node:stream';
 import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
