@@ -23,7 +23,7 @@ import { CLIENT_CIPHERS } from '../relay/tls.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
 import { FrameType } from '../session/frame.js';
-import { SHARE_SIZE } from '../session/seal.js';
+import { EARLY_MODE, SHARE_SIZE, deriveEarlyKey } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
@@ -56,6 +56,9 @@ function connectError(rep: number, target: string): AgentError {
   }
 }
 
+/** Our session to the client port; `share`: the relay's key share for it, once INIT_ACK brought it. */
+interface ClientSession { session: Session; sock: tls.TLSSocket; share: Buffer | null }
+
 /** Keep-alive on the client session: a dead outside relay is noticed within the timeout. */
 const KEEPALIVE = { intervalMs: 15_000, timeoutMs: 45_000 };
 
@@ -71,8 +74,8 @@ export class ClientAgent {
   /** One context for all connections: building it per connection costs more than the handshake's crypto. */
   private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3', ciphers: CLIENT_CIPHERS });
   /** Our session to the client port, and its TLS socket; a new one is dialled when it is gone. */
-  private session: { session: Session; sock: tls.TLSSocket } | null = null;
-  private dialing: Promise<{ session: Session; sock: tls.TLSSocket }> | null = null;
+  private session: ClientSession | null = null;
+  private dialing: Promise<ClientSession> | null = null;
 
   /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
   private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
@@ -254,12 +257,22 @@ export class ClientAgent {
    * Our session to the client port: one TLS connection carries every connection we send through
    * portside. INIT goes out at once and the first stream may follow it in the same flight.
    */
-  private clientSession(): Promise<{ session: Session; sock: tls.TLSSocket }> {
+  private clientSession(): Promise<ClientSession> {
     if (this.session && !this.session.session.closed) return Promise.resolve(this.session);
     this.dialing ??= this.connectOutside().then((sock) => {
-      const entry = { sock, session: null as unknown as Session };
+      const entry: ClientSession = { sock, session: null as unknown as Session, share: null };
       entry.session = sessionOverSocket(sock, {
         role: 'client',
+        // INIT_ACK: the relay's share for early records; until it comes, connections wait for the answer.
+        onControl: (f) => {
+          if (f.type !== FrameType.INIT_ACK) return;
+          try {
+            const share = Buffer.from((JSON.parse(f.payload.toString('utf8')) as { share?: string }).share ?? '', 'base64url');
+            if (share.length === SHARE_SIZE) entry.share = share;
+          } catch {
+            // an INIT_ACK without a share: no early data on this session
+          }
+        },
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           sock.destroy();
@@ -275,18 +288,50 @@ export class ClientAgent {
     return this.dialing;
   }
 
+  /** A connection through portside, once the outside relay has answered (and it is sealed). */
   private async openPortside(host: string, port: number): Promise<net.Socket> {
-    const { session, sock: tlsSock } = await this.clientSession();
+    const { sock, answered } = await this.startPortside(host, port);
+    await answered;
+    return sock as unknown as net.Socket;
+  }
+
+  /**
+   * Start a connection through portside: a stream on our session, the SOCKS5 messages, and the
+   * answer read in the background (`answered`). With the relay's session share (INIT_ACK) the
+   * connection is in early mode: the messages ride in client-connect.req and the program's
+   * bytes may follow at once, sealed under the early key (docs/protocol.md, "Early data").
+   */
+  private async startPortside(host: string, port: number): Promise<{ sock: CarriedConnection; answered: Promise<void>; early: boolean }> {
+    const { session, sock: tlsSock, share: sessionShare } = await this.clientSession();
     const target = joinHostPort(host, port);
     // 607: a key exchange for this connection alone; our share rides in the request.
     const own = takeKeyShare();
+    // With a back-connect port, every request carries an offer: the outside relay uses it only if
+    // this turns out to be a control connection whose notices need a connection back to us.
+    let request = Buffer.concat([Buffer.of(5, 1, 0), encodeAddr(host, port)]);
+    let token: string | null = null;
+    if (this.back) {
+      const t = randomBytes(16);
+      token = t.toString('hex');
+      request = Buffer.concat([Buffer.of(5, CMD_CONNECT_BACK, 0), encodeAddr(host, port), encodeBackOffer({ port: this.back.port, token: t, fingerprint: this.back.fingerprint })]);
+    }
+    // Greeting, password and request in one flight: the outside relay reads them step by step.
+    const messages = Buffer.concat([Buffer.of(5, 1, 2), userPassMessage(this.cfg.username, this.cfg.password), request]);
     let sock: CarriedConnection;
     try {
-      sock = new CarriedConnection(session.open('0.0.0.0', 0, own.share), { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
+      const extra = sessionShare ? Buffer.concat([own.share, Buffer.of(EARLY_MODE), messages]) : own.share;
+      sock = new CarriedConnection(session.open('0.0.0.0', 0, extra), { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
+      if (sessionShare) sock.sealEarly(deriveEarlyKey(own, sessionShare, 'client'));
+      else sock.write(messages);
     } catch (err) {
       throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `session to the outside relay ended: ${(err as Error).message}`, Rep.GENERAL_FAILURE);
     }
-    sock.on('error', () => {}); // reported through the set-up below, or by whoever pipes it
+    if (token) {
+      const key = token;
+      this.backTokens.add(key);
+      sock.once('close', () => this.backTokens.delete(key));
+    }
+    sock.on('error', () => {}); // reported through the set-up below, or by whoever carries it
     sock.onfailure = (err) => {
       if (err.code === ErrorCode.STREAM_AUTH) this.log.warn({ event: 'agent.stream_failed', code: err.code, target, reason: err.message }, 'connection reset: bad sealed record');
     };
@@ -294,41 +339,28 @@ export class ClientAgent {
       if (result !== Result.OK) sock.destroy(new PortsideError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay refused the stream: ${resultName(result)}`, result));
     };
     const r = new ByteReader(sock);
-    // With a back-connect port, every request carries an offer: the outside relay uses it only if
-    // this turns out to be a control connection whose notices need a connection back to us.
-    let request = Buffer.concat([Buffer.of(5, 1, 0), encodeAddr(host, port)]);
-    if (this.back) {
-      const token = randomBytes(16);
-      const key = token.toString('hex');
-      this.backTokens.add(key);
-      sock.once('close', () => this.backTokens.delete(key));
-      request = Buffer.concat([Buffer.of(5, CMD_CONNECT_BACK, 0), encodeAddr(host, port), encodeBackOffer({ port: this.back.port, token, fingerprint: this.back.fingerprint })]);
-    }
-    try {
-      return await withTimeout((async () => {
-        // Greeting, password and request in one flight: the outside relay reads them step by step.
-        sock.write(Buffer.concat([Buffer.of(5, 1, 2), userPassMessage(this.cfg.username, this.cfg.password), request]));
-        const [v, method] = await r.read(2);
-        if (v !== 5 || method !== 2) throw new AgentError(ErrorCode.PROTOCOL, `outside relay answered method ${method}: not a portside client port?`, Rep.GENERAL_FAILURE);
-        const [, status] = await r.read(2);
-        if (status !== 0) throw authError(status!, this.cfg.username);
-        const [, rep] = await r.read(3);
-        await readAddr(r);
-        if (rep !== 0) throw connectError(rep, target);
-        // The outside relay's key share; whatever follows it is already sealed.
-        const share = await r.read(SHARE_SIZE);
-        sock.seal(own, share, 'client', r.take());
-        this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id }, 'connection sealed with its own keys');
-        return sock as unknown as net.Socket;
-      })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`);
-    } catch (err) {
+    const answered = withTimeout((async () => {
+      const [v, method] = await r.read(2);
+      if (v !== 5 || method !== 2) throw new AgentError(ErrorCode.PROTOCOL, `outside relay answered method ${method}: not a portside client port?`, Rep.GENERAL_FAILURE);
+      const [, status] = await r.read(2);
+      if (status !== 0) throw authError(status!, this.cfg.username);
+      const [, rep] = await r.read(3);
+      await readAddr(r);
+      if (rep !== 0) throw connectError(rep, target);
+      // The outside relay's key share; whatever follows it is already sealed.
+      const share = await r.read(SHARE_SIZE);
+      sock.seal(own, share, 'client', r.take());
+      this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id, early: !!sessionShare }, 'connection sealed with its own keys');
+    })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`).catch((err) => {
       sock.destroy();
       if (err instanceof AgentError) throw err;
       const e = err as PortsideError;
       if (e.code === ErrorCode.TIMEOUT) throw new AgentError(ErrorCode.TIMEOUT, e.message, Rep.TTL_EXPIRED);
       if (e.code === ErrorCode.STREAM_AUTH) throw new AgentError(ErrorCode.STREAM_AUTH, `connection to ${target}: ${e.message}`, Rep.GENERAL_FAILURE);
       throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ended the connection to ${target}: ${e.message}`, Rep.GENERAL_FAILURE);
-    }
+    });
+    answered.catch(() => {}); // each caller handles it
+    return { sock, answered, early: !!sessionShare };
   }
 
   private fail(err: unknown, host: string, port: number, from: string): AgentError {
@@ -369,6 +401,27 @@ export class ClientAgent {
     const from = joinHostPort(s.remoteAddress ?? '?', s.remotePort ?? 0);
     let gone = false;
     s.once('close', () => { gone = true; });
+    const reset = (err: unknown) => {
+      if (s.destroyed) {
+        // The program went away first (its close ended the set-up): nothing to report.
+        this.log.debug({ event: 'agent.connect_abandoned', target: joinHostPort(host, port), from, reason: String((err as Error)?.message ?? err) }, 'program closed before the connection was answered');
+        return;
+      }
+      this.fail(err, host, port, from);
+      // An ordinary connection error for the program: a reset, not a silent close.
+      if (!s.destroyed) s.resetAndDestroy();
+    };
+    if (routeFor(this.cfg.routes, host, port) === 'portside') {
+      // The program's bytes need not wait for the answer: joined at once (early data when the
+      // session allows it); a refusal resets the program's connection.
+      this.startPortside(host, port).then(async ({ sock, answered, early }) => {
+        if (!early) await answered; // no session share yet: nothing can be sealed before the answer
+        else answered.catch(reset);
+        if (gone) { sock.destroy(); return; }
+        this.join(s, sock as unknown as net.Socket);
+      }).catch(reset);
+      return;
+    }
     this.open(host, port).then((up) => {
       if (gone) { up.sock.destroy(); return; }
       this.join(s, up.sock);

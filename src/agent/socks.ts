@@ -4,7 +4,7 @@
  * only once the firewall has), with a deadline on every read, and any bytes read past the
  * handshake handed back to the caller.
  */
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 
 /** SOCKS5 reply codes (RFC 1928 §6) and the ones portside adds in the unassigned range. */
@@ -63,7 +63,7 @@ export class ByteReader {
   private readonly onEnd = () => this.fail(new PortsideError(ErrorCode.CONNECT_FAILED, 'peer closed during the SOCKS5 handshake', Result.CONNECTION_REFUSED));
   private readonly onError = (e: Error) => this.fail(new PortsideError(ErrorCode.CONNECT_FAILED, `during the SOCKS5 handshake: ${e.message}`, Result.CONNECTION_REFUSED, { cause: e }));
 
-  constructor(private readonly sock: Duplex) {
+  constructor(private readonly sock: Readable) {
     sock.on('data', this.onData);
     sock.on('end', this.onEnd);
     sock.on('close', this.onEnd);

@@ -12,7 +12,7 @@
  */
 import { Duplex } from 'node:stream';
 import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
-import { MAX_RECORD, Opener, Sealer, deriveStreamKeys, newKeyShare, type KeyShare } from '../session/seal.js';
+import { MAX_RECORD, Opener, Sealer, deriveEarlyKey, deriveStreamKeys, newKeyShare, type KeyShare, type StreamKeys } from '../session/seal.js';
 import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 import type { Socket } from 'node:net';
@@ -66,6 +66,13 @@ export class CarriedConnection extends Duplex {
   private full = false;
   /** carry() has taken the stream: destroying the Duplex must not touch it. */
   private retired = false;
+  /** Keys made ahead by openEarly(), for seal(). */
+  private keys: StreamKeys | null = null;
+  /** startUp() has joined our stream to this inside stream; upFailed: how bridge() ends it on a bad record. */
+  private upTo: Stream | null = null;
+  private upFailed: ((e: PortsideError) => void) | null = null;
+  /** carry()'s stream → socket half, waiting for seal() (early mode). */
+  private onSealed: (() => void) | null = null;
   /** A write waiting for the stream's window or the session's transport. */
   private writeDone: ((err?: Error | null) => void) | null = null;
   /** Called with the reason when the stream fails (reset by the peer, a bad record). */
@@ -100,16 +107,41 @@ export class CarriedConnection extends Duplex {
   /**
    * From now on this connection's bytes are sealed with keys of its own. `early`: bytes that
    * arrived after the peer's key share and were read in the clear (they are sealed records).
-   * Nothing may be waiting to be written: everything before this call goes out in the clear.
+   * Nothing in the clear may be waiting to be written: everything before this call goes out in
+   * the clear. After sealEarly() (agent) the next record changes to the connection's own key;
+   * after openEarly() (outside relay) this only starts our own direction.
    */
   seal(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port', early?: Buffer): void {
-    if (this.writableLength > 0) throw new PortsideError(ErrorCode.PROTOCOL, 'cannot seal a connection with writes pending', Result.PROTOCOL_ERROR);
-    const keys = deriveStreamKeys(own, peerShare, side);
+    if (!this.sealer && this.writableLength > 0) throw new PortsideError(ErrorCode.PROTOCOL, 'cannot seal a connection with writes pending', Result.PROTOCOL_ERROR);
+    const keys = this.keys ?? deriveStreamKeys(own, peerShare, side);
+    this.keys = null;
     // Room for the DATA frame header in front of each record: header and record leave as one buffer.
-    this.sealer = new Sealer(keys.send, HEADER_SIZE);
+    if (this.sealer) this.sealer.rekey(keys.send);
+    else this.sealer = new Sealer(keys.send, HEADER_SIZE);
     // The outside relay passes the plaintext on into the inside relay's stream (bridge()).
-    this.opener = new Opener(keys.recv, side === 'client-port' ? HEADER_SIZE : 0);
+    this.opener ??= new Opener(keys.recv, side === 'client-port' ? HEADER_SIZE : 0);
     if (early?.length) this.onStreamData(early, false);
+    const then = this.onSealed;
+    this.onSealed = null;
+    then?.();
+  }
+
+  /**
+   * Agent, early mode (docs/protocol.md, "Early data"): seal every byte from now on under the
+   * early key, before the outside relay's answer; seal() changes to the connection's own key.
+   */
+  sealEarly(earlyKey: Buffer): void {
+    this.sealer = new Sealer(earlyKey, HEADER_SIZE);
+  }
+
+  /**
+   * Outside relay, early mode: open the agent's early records as they come (held in our readable
+   * side, within the stream's window, until bridge()); the record marked KEY_CHANGE switches to
+   * the connection's own key. seal() later starts our direction with the same keys.
+   */
+  openEarly(own: KeyShare, agentShare: Buffer, sessionKey: KeyShare): void {
+    this.keys = deriveStreamKeys(own, agentShare, 'client-port');
+    this.opener = new Opener(deriveEarlyKey(sessionKey, agentShare, 'client-port'), HEADER_SIZE, this.keys.recv);
   }
 
   /**
@@ -121,7 +153,6 @@ export class CarriedConnection extends Duplex {
    */
   bridge(inside: Stream, onDone: (result: number, message: string) => void, held?: HeldData): void {
     const client = this.stream;
-    const opener = this.opener!;
     const sealer = this.sealer!;
     let done = false;
     const finish = (result: number, message: string) => {
@@ -130,34 +161,8 @@ export class CarriedConnection extends Duplex {
       onDone(result, message);
       this.destroy();
     };
-    // client → inside: records opened; the client stream is granted its window back only once
-    // the inside stream has sent the plaintext (at once, or on its drain).
-    let owedClient = 0;
-    client.ondata = (buf) => {
-      let plain: Buffer[];
-      try {
-        plain = opener.push(buf);
-      } catch (err) {
-        const e = err as PortsideError;
-        client.onreset = null;
-        client.reset(e.result);
-        inside.reset(Result.CANCELLED);
-        this.onfailure?.(e);
-        finish(e.result, e.message);
-        return;
-      }
-      doneWith(buf); // opened into buffers of their own: the session may reuse its read block
-      let ok = true;
-      for (const p of plain) ok = inside.write(p, HEADER_SIZE) && ok;
-      if (ok && owedClient === 0) client.consumed(buf.length);
-      else owedClient += buf.length;
-    };
-    inside.ondrain = () => {
-      if (!owedClient) return;
-      const n = owedClient;
-      owedClient = 0;
-      client.consumed(n);
-    };
+    if (!this.upTo) this.startUp(inside);
+    this.upFailed = (e) => finish(e.result, e.message);
     // inside → client: the session delivers a frame one TLS record (16 KiB) at a time; a loop
     // turn's pieces are sealed as one record (one cipher, one frame, one write). A lone small
     // piece goes at once (latency).
@@ -209,7 +214,52 @@ export class CarriedConnection extends Duplex {
       held.bufs = [];
       if (held.ended) inside.onend();
     }
+    if (client.remoteEnded) inside.end();
     if (inside.state === 'closed') inside.onreset(inside.result, 'closed before the bridge');
+  }
+
+  /**
+   * The client → inside half of bridge(), which may start before the inside relay has answered
+   * (early mode): the inside stream is ours, so it may carry data before its answer, and the inside
+   * relay holds it until its connection exists.
+   */
+  startUp(inside: Stream): void {
+    const client = this.stream;
+    const opener = this.opener!;
+    this.upTo = inside;
+    // Early data opened before the bridge (openEarly()) waits in our readable side: it goes first.
+    for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) inside.write(b);
+    if (this.ungranted) client.consumed(this.ungranted);
+    this.ungranted = 0;
+    // client → inside: records opened; the client stream is granted its window back only once
+    // the inside stream has sent the plaintext (at once, or on its drain).
+    let owedClient = 0;
+    client.ondata = (buf) => {
+      let plain: Buffer[];
+      try {
+        plain = opener.push(buf);
+      } catch (err) {
+        const e = err as PortsideError;
+        client.onreset = null;
+        client.reset(e.result);
+        inside.reset(Result.CANCELLED);
+        this.onfailure?.(e);
+        if (this.upFailed) this.upFailed(e);
+        else this.destroy();
+        return;
+      }
+      doneWith(buf); // opened into buffers of their own: the session may reuse its read block
+      let ok = true;
+      for (const p of plain) ok = inside.write(p, HEADER_SIZE) && ok;
+      if (ok && owedClient === 0) client.consumed(buf.length);
+      else owedClient += buf.length;
+    };
+    inside.ondrain = () => {
+      if (!owedClient) return;
+      const n = owedClient;
+      owedClient = 0;
+      client.consumed(n);
+    };
   }
 
   /**
@@ -217,19 +267,15 @@ export class CarriedConnection extends Duplex {
    * this connection's stream joined directly, sealing and opening in between, with no Duplex on
    * the way (as bridge() at the outside relay). Socket reads land in one shared buffer and are
    * sealed (copied out) at once, one record per read: an idle connection holds no read buffer.
-   * Window is granted back only once the socket has taken the opened bytes.
+   * Window is granted back only once the socket has taken the opened bytes. In early mode
+   * (sealEarly()) it may start before the answer: the program's bytes go at once as early
+   * records, and the stream → socket half starts when seal() has read the answer.
    */
   carry(sock: Socket): void {
     const stream = this.stream;
-    const opener = this.opener!;
     const sealer = this.sealer!;
-    // Bytes that came with the answer were opened into our readable side: they go first.
-    for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) sock.write(b);
-    if (this.ungranted) stream.consumed(this.ungranted);
-    this.ungranted = 0;
     // The stream is the socket's now; the Duplex stays, idle, and closes with the socket.
     this.retired = true;
-    let owed = 0;
     let done = false;
     const abort = (err?: PortsideError) => {
       if (done) return;
@@ -238,26 +284,7 @@ export class CarriedConnection extends Duplex {
       if (stream.state !== 'closed') stream.reset(err?.result ?? Result.CANCELLED);
       if (!sock.destroyed) sock.resetAndDestroy();
     };
-    stream.ondata = (buf) => {
-      let plain: Buffer[];
-      try {
-        plain = opener.push(buf);
-      } catch (err) {
-        stream.onreset = null;
-        return abort(err as PortsideError);
-      }
-      doneWith(buf); // opened into buffers of their own
-      let ok = true;
-      for (const p of plain) ok = sock.write(p) && ok;
-      if (ok && owed === 0) stream.consumed(buf.length);
-      else owed += buf.length;
-    };
-    sock.on('drain', () => {
-      if (!owed) return;
-      const n = owed;
-      owed = 0;
-      stream.consumed(n);
-    });
+    // socket → stream, sealed: at once, even before the answer in early mode (early records).
     const take = (buf: Buffer) => {
       let ok = true;
       for (const rec of sealer.seal(buf)) ok = stream.write(rec, HEADER_SIZE) && ok;
@@ -267,19 +294,51 @@ export class CarriedConnection extends Duplex {
     sock.on('data', take); // with hooked reads: only bytes Node read before (and it keeps 'end' coming)
     stream.ondrain = () => sock.resume();
     sock.on('end', () => stream.end());
-    stream.onend = () => sock.end();
-    stream.onreset = () => {
-      done = true;
-      if (!sock.destroyed) sock.resetAndDestroy();
-    };
     sock.on('error', () => abort());
     sock.on('close', () => {
       // Both directions ended cleanly: our FIN may still wait behind window-held data.
       if (!(sock.readableEnded && stream.remoteEnded)) abort();
       this.destroy();
     });
-    if (stream.remoteEnded) sock.end();
-    if (stream.state === 'closed' && stream.result !== Result.OK) abort();
+    // stream → socket, opened: once sealed (in early mode the answer is still being read).
+    const down = () => {
+      if (done) return;
+      const opener = this.opener!;
+      // Bytes that came with the answer were opened into our readable side: they go first.
+      for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) sock.write(b);
+      if (this.ungranted) stream.consumed(this.ungranted);
+      this.ungranted = 0;
+      let owed = 0;
+      stream.ondata = (buf) => {
+        let plain: Buffer[];
+        try {
+          plain = opener.push(buf);
+        } catch (err) {
+          stream.onreset = null;
+          return abort(err as PortsideError);
+        }
+        doneWith(buf); // opened into buffers of their own
+        let ok = true;
+        for (const p of plain) ok = sock.write(p) && ok;
+        if (ok && owed === 0) stream.consumed(buf.length);
+        else owed += buf.length;
+      };
+      sock.on('drain', () => {
+        if (!owed) return;
+        const n = owed;
+        owed = 0;
+        stream.consumed(n);
+      });
+      stream.onend = () => sock.end();
+      stream.onreset = () => {
+        done = true;
+        if (!sock.destroyed) sock.resetAndDestroy();
+      };
+      if (stream.remoteEnded) sock.end();
+      if (stream.state === 'closed' && stream.result !== Result.OK) abort();
+    };
+    if (this.opener) down();
+    else this.onSealed = down;
     sock.resume();
   }
 

@@ -27,7 +27,8 @@ import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAu
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import { FrameType, type Frame } from '../session/frame.js';
-import { SHARE_SIZE } from '../session/seal.js';
+import { EARLY_MODE, SHARE_SIZE, newKeyShare, type KeyShare } from '../session/seal.js';
+import { Readable } from 'node:stream';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
@@ -74,6 +75,8 @@ export class ClientPort {
   /** Passive data listeners opened for agents' control connections, by port. */
   private readonly passive = new Map<number, PassiveWait>();
   private readonly sockets = new Set<net.Socket>();
+  /** Our key share for each agent session (INIT_ACK), for early records. */
+  private readonly sessionKeys = new WeakMap<Session, KeyShare>();
   private readonly log: Logger;
 
   constructor(private readonly relay: OutsideRelay, readonly cfg: ClientsConfig, baseDir: string, log: Logger) {
@@ -189,7 +192,10 @@ export class ClientPort {
         return;
       }
       session.established = true;
-      session.sendControl(FrameType.INIT_ACK, 0, Buffer.from('{"v":1}'));
+      // Our key share for this session: agents seal early records with it (docs/protocol.md, "Early data").
+      const key = newKeyShare();
+      this.sessionKeys.set(session, key);
+      session.sendControl(FrameType.INIT_ACK, 0, Buffer.from(JSON.stringify({ v: 1, share: key.share.toString('base64url') })));
       log.debug({ event: 'client.session_established' }, 'agent session established');
       return;
     }
@@ -200,12 +206,16 @@ export class ClientPort {
 
   /** One connection an agent carries: set it up (SOCKS5 inside the stream) under one deadline. */
   private onStream(session: Session, tlsSock: tls.TLSSocket, stream: Stream, log: Logger): void {
-    const share = stream.extra;
-    if (!share || share.length !== SHARE_SIZE) {
-      log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: 'client-connect.req without a 32-byte key share' }, 'client connection refused');
+    const extra = stream.extra;
+    // The agent's key share; in early mode (a 1 after it) its SOCKS5 messages follow, and the
+    // stream carries only sealed records (docs/protocol.md, "Early data").
+    const early = !!extra && extra.length > SHARE_SIZE + 1 && extra[SHARE_SIZE] === EARLY_MODE && this.sessionKeys.has(session);
+    if (!extra || (extra.length !== SHARE_SIZE && !early)) {
+      log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: 'client-connect.req without a 32-byte key share (or early mode before INIT)' }, 'client connection refused');
       session.answer(stream, Result.PROTOCOL_ERROR);
       return;
     }
+    const share = extra.subarray(0, SHARE_SIZE);
     const sock = new CarriedConnection(stream, { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
     sock.answerLater = () => session.answer(stream, Result.OK);
     const slog = log.child({ cstream: stream.id });
@@ -215,11 +225,23 @@ export class ClientPort {
     sock.on('error', () => {}); // reported through onfailure and the set-up's own errors
     // Everything up to the answer to CONNECT has one deadline: nothing hangs.
     const limit = this.cfg.handshake_timeout_ms + this.relay.cfg.limits.connect_timeout_ms;
-    const r = new ByteReader(sock);
+    let r: ByteReader;
+    let own: KeyShare | undefined;
+    if (early) {
+      own = takeKeyShare();
+      try {
+        sock.openEarly(own, share, this.sessionKeys.get(session)!);
+      } catch (err) {
+        log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: (err as Error).message }, 'client connection refused');
+        session.answer(stream, Result.PROTOCOL_ERROR);
+        return;
+      }
+      r = new ByteReader(Readable.from([extra.subarray(SHARE_SIZE + 1)]));
+    } else r = new ByteReader(sock);
     // The agent sends greeting, password and request in one flight and waits for all three
     // answers: hold ours until the last (established() or a refusal's end()), one write not three.
     sock.cork();
-    withTimeout(this.negotiate(sock, share, r, slog), limit, 'client set-up').catch((err: PortsideError) => {
+    withTimeout(this.negotiate(sock, share, r, slog, own), limit, 'client set-up').catch((err: PortsideError) => {
       slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
@@ -229,16 +251,16 @@ export class ClientPort {
    * Tell the agent it is connected, with our key share, and seal the connection from here on.
    * The agent sends nothing in between: bytes already past its request are a protocol error.
    */
-  private established(sock: CarriedConnection, r: ByteReader, agentShare: Buffer): void {
+  private established(sock: CarriedConnection, r: ByteReader, agentShare: Buffer, own = takeKeyShare()): void {
     if (r.pending) throw new PortsideError(ErrorCode.PROTOCOL, 'agent sent data before the connection was established', Result.PROTOCOL_ERROR);
-    const own = takeKeyShare();
     sock.write(Buffer.concat([reply(Rep.SUCCEEDED), own.share]));
     sock.uncork(); // the method, status and this reply leave as one frame (see onStream)
     r.release();
     sock.seal(own, agentShare, 'client-port');
   }
 
-  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Logger): Promise<void> {
+  /** `own`: our key share for this connection, when early mode made it ahead (onStream). */
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Logger, own?: KeyShare): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -308,7 +330,7 @@ export class ClientPort {
     };
     if (refusal) return refuse(...refusal);
     // A passive data connection of this agent's own control connection: attach to our listener.
-    if (passive) return this.attachPassive(sock, agentShare, r, req.port, wait!, tlog);
+    if (passive) return this.attachPassive(sock, agentShare, r, req.port, wait!, tlog, own);
     if (firewallRep !== 0) return refuse(Rep.FIREWALL_REFUSED, ErrorCode.FIREWALL_REFUSED, `firewall SOCKS5 reply ${firewallRep}`, 'the firewall refused the destination');
     if (this.firewall) tlog.debug({ event: 'firewall.established' }, 'firewall authenticated the client and connected (held)');
     if (!peer || peer.session.closed) return refuse(Rep.NETWORK_UNREACHABLE, ErrorCode.SESSION_CLOSED, 'session closed', 'inside relay session closed');
@@ -336,17 +358,27 @@ export class ClientPort {
     }
     // The server may speak first (an FTP banner) in the same read as inside-connect.rsp: keep it.
     const held = holdStream(stream);
+    // Early mode: the agent's first bytes follow inside-connect.req at once; the inside relay holds
+    // them until it has connected (not for ruled connections: their inspection starts with the answer).
+    if (own && !svc) sock.startUp(stream);
     const result = await new Promise<number>((res) => {
       stream.onopen = res;
-      sock.once('close', () => stream.reset(Result.CANCELLED));
+      sock.once('close', () => {
+        stream.reset(Result.CANCELLED);
+        res(Result.CANCELLED);
+      });
     });
+    if (sock.destroyed) {
+      slog.debug({ event: 'client.abandoned' }, 'agent ended the connection before the inside relay answered');
+      return;
+    }
     if (result !== Result.OK) {
       slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
       sock.end(reply(repForResult(result)));
       return;
     }
     // 611-612: only now the agent is told it is connected (607: with our key share).
-    this.established(sock, r, agentShare);
+    this.established(sock, r, agentShare, own);
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
     sock.bridge(stream, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'), held);
   }
@@ -418,7 +450,7 @@ export class ClientPort {
     return null;
   }
 
-  private attachPassive(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, port: number, wait: PassiveWait, log: Logger): void {
+  private attachPassive(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, port: number, wait: PassiveWait, log: Logger, own?: KeyShare): void {
     this.passive.delete(port);
     clearTimeout(wait.timer);
     const hop = net.connect({ host: wait.local, port, localAddress: wait.local, noDelay: true, allowHalfOpen: true });
@@ -432,7 +464,7 @@ export class ClientPort {
       clearTimeout(t);
       hop.removeAllListeners('error');
       try {
-        this.established(sock, r, agentShare);
+        this.established(sock, r, agentShare, own);
       } catch (err) {
         log.warn({ event: 'client.failed', code: (err as PortsideError).code, reason: (err as Error).message }, 'client connection failed during set-up');
         hop.destroy();

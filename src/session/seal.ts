@@ -59,27 +59,53 @@ export function newKeyShare(): KeyShare {
 
 export interface StreamKeys { send: Buffer; recv: Buffer }
 
-/**
- * The two directions' keys. `side` says which share is ours: the agent is 'client', the
- * outside relay 'client-port'. Both sides compute the same pair, swapped.
- */
-export function deriveStreamKeys(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): StreamKeys {
+/** X25519 with a peer's 32-byte share; a bad or low-order share is a SealError. */
+function agree(own: KeyObject, peerShare: Buffer): Buffer {
   if (peerShare.length !== SHARE_SIZE) throw new SealError(`key share of ${peerShare.length} bytes, expected ${SHARE_SIZE}`);
   let secret: Buffer;
   try {
     const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: peerShare.toString('base64url') }, format: 'jwk' });
-    secret = diffieHellman({ privateKey: own.privateKey, publicKey: peer });
+    secret = diffieHellman({ privateKey: own, publicKey: peer });
   } catch (err) {
     throw new SealError(`bad key share: ${(err as Error).message}`);
   }
   // An all-zero secret means a low-order share: refuse it (RFC 7748 §6.1).
   if (secret.every((b) => b === 0)) throw new SealError('key share of low order');
+  return secret;
+}
+
+/**
+ * The two directions' keys. `side` says which share is ours: the agent is 'client', the
+ * outside relay 'client-port'. Both sides compute the same pair, swapped.
+ */
+export function deriveStreamKeys(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): StreamKeys {
+  const secret = agree(own.privateKey, peerShare);
   const [clientShare, portShare] = side === 'client' ? [own.share, peerShare] : [peerShare, own.share];
   const okm = Buffer.from(hkdfSync('sha256', secret, Buffer.concat([clientShare, portShare]), INFO, 2 * KEY_SIZE));
   const c2p = okm.subarray(0, KEY_SIZE);
   const p2c = okm.subarray(KEY_SIZE);
   return side === 'client' ? { send: c2p, recv: p2c } : { send: p2c, recv: c2p };
 }
+
+const EARLY_INFO = Buffer.from('portside client early v1');
+
+/**
+ * The key for a connection's early records (agent → outside relay, before the relay's share for
+ * the connection has arrived): X25519 of the agent's share for this connection with the relay's
+ * share for the whole session (sent in INIT_ACK). Agent: `own` is its connection share and
+ * `peerShare` the session share; relay: the other way round.
+ */
+export function deriveEarlyKey(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): Buffer {
+  const secret = agree(own.privateKey, peerShare);
+  const [clientShare, portShare] = side === 'client' ? [own.share, peerShare] : [peerShare, own.share];
+  return Buffer.from(hkdfSync('sha256', secret, Buffer.concat([clientShare, portShare]), EARLY_INFO, KEY_SIZE));
+}
+
+/** After the agent's share in client-connect.req: early mode, its SOCKS5 messages follow (docs/protocol.md, "Early data"). */
+export const EARLY_MODE = 0x01;
+
+/** Set in a record's length field: this record and those after it are under the next key, from sequence 0. */
+export const KEY_CHANGE = 0x8000_0000;
 
 function nonce(seq: bigint): Buffer {
   const n = Buffer.alloc(12);
@@ -90,8 +116,16 @@ function nonce(seq: bigint): Buffer {
 /** Plaintext in, sealed records out. */
 export class Sealer {
   private seq = 0n;
+  private changed = false;
   /** `headroom`: free bytes left in front of each record (same memory), for a frame header. */
-  constructor(private readonly key: Buffer, readonly headroom = 0) {}
+  constructor(private key: Buffer, readonly headroom = 0) {}
+
+  /** Seal from the next record on under `key` (from sequence 0); that record says so (KEY_CHANGE). */
+  rekey(key: Buffer): void {
+    this.key = key;
+    this.seq = 0n;
+    this.changed = true;
+  }
 
   /**
    * Seal buf (or the pieces of a list, taken as one run of bytes) as one record per MAX_RECORD
@@ -108,7 +142,8 @@ export class Sealer {
       const n = Math.min(left, MAX_RECORD);
       left -= n;
       const rec = Buffer.allocUnsafe(this.headroom + RECORD_HEADER + n + TAG_SIZE).subarray(this.headroom);
-      rec.writeUInt32BE(n, 0);
+      rec.writeUInt32BE(this.changed ? (n | KEY_CHANGE) >>> 0 : n, 0);
+      this.changed = false;
       const c = createCipheriv(CIPHER, this.key, nonce(this.seq++));
       c.setAAD(rec.subarray(0, RECORD_HEADER));
       let at = RECORD_HEADER;
@@ -144,8 +179,12 @@ export class Opener {
   private tagHave = 0;
   private failed = false;
 
-  /** `headroom`: free bytes left in front of each plaintext released (same memory), for a frame header. */
-  constructor(private readonly key: Buffer, readonly headroom = 0) {}
+  /**
+   * `headroom`: free bytes left in front of each plaintext released (same memory), for a frame
+   * header. `next`: the key a record marked KEY_CHANGE switches to (early records, then the
+   * connection's own key); without it such a record is refused.
+   */
+  constructor(private key: Buffer, readonly headroom = 0, private next: Buffer | null = null) {}
 
   /** Bytes held for a record not yet complete. */
   get buffered(): number {
@@ -166,6 +205,13 @@ export class Opener {
           if (this.headerHave < RECORD_HEADER) break;
           this.headerHave = 0;
           this.length = this.header.readUInt32BE(0);
+          if (this.length & KEY_CHANGE) {
+            if (!this.next) throw new SealError('sealed record announces a key change that was not agreed');
+            this.key = this.next;
+            this.next = null;
+            this.seq = 0n;
+            this.length = (this.length & ~KEY_CHANGE) >>> 0;
+          }
           if (this.length === 0 || this.length > MAX_RECORD) throw new SealError(`sealed record of ${this.length} bytes (1..${MAX_RECORD} allowed)`);
           this.want = this.length + TAG_SIZE;
           this.tagHave = 0;

@@ -8,7 +8,7 @@ import { ErrorCode, PortsideError, Result } from '../../src/errors.js';
 import { CarriedConnection } from '../../src/relay/carried.js';
 import { FrameDecoder } from '../../src/session/decode.js';
 import { FrameType } from '../../src/session/frame.js';
-import { newKeyShare } from '../../src/session/seal.js';
+import { deriveEarlyKey, newKeyShare } from '../../src/session/seal.js';
 import { Session } from '../../src/session/session.js';
 import type { Stream } from '../../src/session/stream.js';
 
@@ -17,12 +17,12 @@ function clientSessionPair(tamper?: (type: number, stream: number, payload: Buff
   const wire: Buffer[] = [];
   const accepted: Stream[] = [];
   /** `down`: may change port→client bytes in flight (whole frame batches). */
-  const hooks: { down: ((b: Buffer) => void) | null } = { down: null };
+  const hooks: { down: ((b: Buffer) => void) | null; onStream: ((s: Stream) => void) | null } = { down: null, onStream: null };
   const dec = new FrameDecoder(16 * 1024 * 1024);
   const port: Session = new Session({
     role: 'client-port',
     onWrite: (chunks) => { const b = Buffer.concat(chunks); wire.push(b); hooks.down?.(b); setImmediate(() => client.parse(b)); },
-    onStream: (s) => { accepted.push(s); port.answer(s, Result.OK); },
+    onStream: (s) => { accepted.push(s); hooks.onStream?.(s); port.answer(s, Result.OK); },
   });
   const client: Session = new Session({
     role: 'client',
@@ -213,6 +213,43 @@ describe('carried connections on a client session', () => {
     expect(failures).toEqual([ErrorCode.STREAM_AUTH]);
     expect(q.client.closed).toBe(false);
   });
+  it('early mode: the program\'s bytes leave before the answer under the early key, then under the connection\'s own key, in order, both ways', async () => {
+    const srv = net.createServer({ allowHalfOpen: true });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+    const app = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    const local = await accepted;
+    srv.close();
+
+    const p = clientSessionPair();
+    const sessionKey = newKeyShare(); // the outside relay's share for this session (INIT_ACK)
+    const a = newKeyShare();
+    const b = newKeyShare();
+    let far: CarriedConnection | null = null;
+    p.hooks.onStream = (s) => {
+      far = new CarriedConnection(s);
+      far.openEarly(b, s.extra!, sessionKey);
+    };
+    const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
+    near.sealEarly(deriveEarlyKey(a, sessionKey.share, 'client'));
+    near.carry(local); // before any answer
+    const early = randomBytes(700_000);
+    app.write(early);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(far).not.toBeNull();
+    // The outside relay answers (its share) and seals its direction; the agent reads the answer.
+    far!.seal(b, a.share, 'client-port');
+    near.seal(a, b.share, 'client');
+    const late = randomBytes(900_000);
+    const down = randomBytes(600_000);
+    const atFar = collect(far!);
+    const atApp = new Promise<Buffer>((resolve) => { const got: Buffer[] = []; app.on('data', (d) => got.push(d)); app.on('end', () => resolve(Buffer.concat(got))); });
+    app.end(late);
+    far!.end(down);
+    expect((await atFar).equals(Buffer.concat([early, late]))).toBe(true);
+    expect((await atApp).equals(down)).toBe(true);
+  });
+
   it("carry(): the agent's direct path between a local socket and the sealed stream, both ways, bytes that came before it first, and a bad record resetting the socket", async () => {
     // A real loopback socket pair: `app` is the local program, `local` the agent's accepted end.
     const pair = async () => {

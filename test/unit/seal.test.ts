@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createCipheriv } from 'node:crypto';
 import { ErrorCode } from '../../src/errors.js';
-import { MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
+import { KEY_CHANGE, MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, deriveEarlyKey, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
 import { rng } from '../support/rng.js';
 
 function keys() {
@@ -85,6 +85,65 @@ describe('sealed records', () => {
       const whole = Buffer.concat(new Sealer(client.send).seal(plain));
       expect(Buffer.concat(new Sealer(client.send).seal(pieces)).equals(whole)).toBe(true);
     }
+  });
+
+  it('early records, then a KEY_CHANGE record: the opener switches to the agreed key from sequence 0, at random chunk boundaries', () => {
+    for (let seed = 1; seed <= 10; seed++) {
+      const r = rng(seed);
+      const session = newKeyShare(); // the outside relay's share for the session
+      const agent = newKeyShare(); // the agent's share for this connection
+      const early = deriveEarlyKey(agent, session.share, 'client');
+      expect(deriveEarlyKey(session, agent.share, 'client-port').equals(early)).toBe(true);
+      const { client, port } = keys();
+      const sealer = new Sealer(early);
+      const sent: Buffer[] = [];
+      const wire: Buffer[] = [];
+      const put = (n: number) => {
+        const b = Buffer.alloc(n);
+        for (let j = 0; j < n; j += 61) b[j] = Math.floor(r() * 256);
+        sent.push(b);
+        wire.push(...sealer.seal(b));
+      };
+      for (let i = 0; i < 1 + Math.floor(r() * 4); i++) put(1 + Math.floor(r() * 100_000));
+      sealer.rekey(client.send);
+      for (let i = 0; i < 1 + Math.floor(r() * 4); i++) put(1 + Math.floor(r() * 100_000));
+      const all = Buffer.concat(wire);
+      const opener = new Opener(early, 0, port.recv);
+      const got: Buffer[] = [];
+      for (let at = 0; at < all.length;) {
+        const n = 1 + Math.floor(r() * 40_000);
+        opener.push(all.subarray(at, at + n), got);
+        at += n;
+      }
+      expect(Buffer.concat(got).equals(Buffer.concat(sent))).toBe(true);
+    }
+  });
+
+  it('a KEY_CHANGE nobody agreed, a second one, or the old key after it: PS_ERR_STREAM_AUTH', () => {
+    const { client, port } = keys();
+    const other = keys().client;
+    const a = new Sealer(client.send);
+    a.rekey(other.send);
+    const flagged = a.seal(Buffer.from('x'))[0]!;
+    expect((flagged.readUInt32BE(0) & KEY_CHANGE) >>> 0).toBe(KEY_CHANGE);
+    expect(codeOf(() => new Opener(port.recv).push(flagged))).toBe(ErrorCode.STREAM_AUTH);
+    // Agreed once: a second change is refused.
+    const b = new Sealer(client.send);
+    b.rekey(other.send);
+    const first = b.seal(Buffer.from('y'))[0]!;
+    b.rekey(other.send);
+    const second = b.seal(Buffer.from('z'))[0]!;
+    const opener = new Opener(port.recv, 0, other.send);
+    expect(opener.push(first).map(String)).toEqual(['y']);
+    expect(codeOf(() => opener.push(second))).toBe(ErrorCode.STREAM_AUTH);
+    // After the change, a record under the old key fails its tag.
+    const c = new Sealer(client.send);
+    const old = c.seal(Buffer.from('old'))[0]!;
+    c.rekey(other.send);
+    const changed = c.seal(Buffer.from('new'))[0]!;
+    const o2 = new Opener(port.recv, 0, other.send);
+    expect(o2.push(changed).map(String)).toEqual(['new']);
+    expect(codeOf(() => o2.push(old))).toBe(ErrorCode.STREAM_AUTH);
   });
 
   it('a record is never larger than MAX_RECORD, and the ciphertext is not the plaintext', () => {
