@@ -11,7 +11,10 @@
  *   | length u32 (plaintext bytes, 1..MAX_RECORD) | ciphertext (length bytes) | tag (16) |
  *
  * The nonce is the record's sequence number (96 bits, big-endian), per direction, so a record
- * dropped, replayed or moved fails the tag. The length header is the AAD.
+ * dropped, replayed or moved fails the tag. The length header is the AAD. In early mode the
+ * agent's first records use an early key (its share × the relay's share for the session), and a
+ * record with KEY_CHANGE in its length changes to the connection's own key (docs/protocol.md,
+ * "Early data").
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, randomBytes, type DecipherGCM, type KeyObject } from 'node:crypto';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
