@@ -110,6 +110,44 @@ describe('client port and agent (loopback, in process)', () => {
     expect((await roundTrip(sock, data)).equals(data)).toBe(true);
   });
 
+  it('a forward sends the program\'s first bytes before the answer (early data) once the session has the relay\'s share; a refused destination resets the program', async () => {
+    const events: Array<{ event?: string; early?: boolean; code?: string }> = [];
+    const capture = createLogger('debug', 'client', { write: (line: string) => { events.push(JSON.parse(line)); } });
+    const agent = new ClientAgent(loadClientConfig(join(dir, 'client-fwd.yaml'), [
+      `outside: 127.0.0.1:${clientPort}`,
+      `outside_fingerprint: "${fingerprint}"`,
+      'username: alice',
+      'password: "right"',
+      'connect_timeout_ms: 3000',
+      'forwards:',
+      `  - {listen: "127.0.0.1:0", to: "127.0.0.1:${echoPort}"}`,
+      '  - {listen: "127.0.0.1:0", to: "127.0.0.3:9"}',
+    ].join('\n')), capture);
+    const { forwards } = await agent.start();
+    const viaForward = (p: number, data: Buffer) => new Promise<Buffer>((resolve, reject) => {
+      const s = net.connect({ port: p, host: '127.0.0.1' });
+      const got: Buffer[] = [];
+      let n = 0;
+      s.on('data', (b) => { got.push(b); n += b.length; if (n >= data.length) { s.destroy(); resolve(Buffer.concat(got)); } });
+      s.on('error', reject);
+      s.write(data); // at once, before anything comes back
+    });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const data = randomBytes(i === 4 ? 2_000_000 : 1000);
+        expect((await viaForward(forwards[0]!.port, data)).equals(data)).toBe(true);
+      }
+      const sealed = events.filter((e) => e.event === 'agent.sealed');
+      expect(sealed).toHaveLength(5);
+      expect(sealed.slice(1).every((e) => e.early === true)).toBe(true); // the first may precede INIT_ACK
+      // No inside relay reaches 127.0.0.3: the program's connection is reset, the reason logged.
+      await expect(viaForward(forwards[1]!.port, Buffer.from('hello'))).rejects.toMatchObject({ code: 'ECONNRESET' });
+      expect(events.some((e) => e.event === 'agent.connect_failed' && e.code === 'PS_ERR_NO_ROUTE')).toBe(true);
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('one pinned TLS 1.3 session (X25519) carries every connection; each connection is sealed with keys of its own', async () => {
     const agent = agentFor();
     const t = await agent.connectOutside();
