@@ -11,10 +11,14 @@
  *     hold its "established" and close that connection (606), or
  *   - auth: users — check the password against our users file;
  * then send inside-connect.req to the inside relay that reaches the destination (608) and only
- * after inside-connect.rsp OK answer the agent's CONNECT with success (611-612).
+ * after inside-connect.rsp OK answer the agent's CONNECT with success (611-612). In early mode
+ * (our session share from INIT_ACK) the SOCKS5 messages ride in the request and the agent's first
+ * bytes, sealed under the early key, follow at once; we pass them on once the password has been
+ * judged (docs/protocol.md, "Early data").
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { Readable } from 'node:stream';
 import { constants } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -28,7 +32,6 @@ import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import { EARLY_MODE, SHARE_SIZE, newKeyShare, type KeyShare } from '../session/seal.js';
-import { Readable } from 'node:stream';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
