@@ -204,10 +204,14 @@ describe('client agent: curl through portside client, firewall-delegated authent
     expect(outside.events('firewall.established').length).toBeGreaterThan(0);
   });
 
-  it('a forward carries a connection to the intranet', async () => {
-    const r = await curl(`http://127.0.0.1:${forwardPort}/one.bin`);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.sha).toBe(files.one);
+  it('a forward carries a connection to the intranet; on a session that has the relay\'s share, curl\'s request leaves as early data', async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = await curl(`http://127.0.0.1:${forwardPort}/one.bin`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.sha).toBe(files.one);
+    }
+    const sealed = agent.events('agent.sealed').filter((e) => e.target === `${topo.addr.server}:${httpPort}`);
+    expect(sealed.some((e) => e.early === true), agent.tail()).toBe(true);
   });
 
   it('FTP passive mode (EPSV and PASV) through the agent, data attached to the outside relay listener', async () => {
