@@ -12,7 +12,7 @@
  */
 import { Duplex } from 'node:stream';
 import { ErrorCode, PortsideError, Result, resultName } from '../errors.js';
-import { MAX_RECORD, Opener, Sealer, deriveEarlyKey, deriveStreamKeys, newKeyShare, type KeyShare, type StreamKeys } from '../session/seal.js';
+import { MAX_RECORD, Opener, SealError, Sealer, deriveEarlyKey, deriveStreamKeys, newKeyShare, type KeyShare, type StreamKeys } from '../session/seal.js';
 import { HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
 import type { Socket } from 'node:net';
@@ -31,6 +31,11 @@ function doneWith(view: Buffer): void {
 let shared: Buffer | null = null;
 function sealRead(): Buffer {
   return (shared ??= Buffer.allocUnsafeSlow(MAX_RECORD));
+}
+
+/** A FIN while the opener holds part of a record: the peer's bytes were cut short. */
+function cutShort(opener: Opener | null): SealError | null {
+  return opener?.buffered ? new SealError(`the connection ended inside a sealed record (${opener.buffered} bytes of it held)`) : null;
 }
 
 let spare: KeyShare | null = null;
@@ -90,7 +95,13 @@ export class CarriedConnection extends Duplex {
     this.localAddress = addrs.localAddress;
     this.localPort = addrs.localPort;
     stream.ondata = (buf) => this.onStreamData(buf);
-    stream.onend = () => this.push(null);
+    stream.onend = () => {
+      const cut = cutShort(this.opener);
+      if (!cut) return void this.push(null);
+      this.stream.onreset = null;
+      this.stream.reset(cut.result);
+      this.fail(cut);
+    };
     stream.ondrain = () => {
       const done = this.writeDone;
       this.writeDone = null;
@@ -199,7 +210,15 @@ export class CarriedConnection extends Duplex {
       owed = 0;
       inside.consumed(n);
     };
-    client.onend = () => inside.end();
+    client.onend = () => {
+      const cut = cutShort(this.opener);
+      if (!cut) return inside.end();
+      client.onreset = null;
+      client.reset(cut.result);
+      inside.reset(Result.CANCELLED);
+      this.onfailure?.(cut);
+      finish(cut.result, cut.message);
+    };
     inside.onend = () => { flush(); client.end(); };
     client.onreset = (result, message) => { inside.reset(result); finish(result, message); };
     inside.onreset = (result, message) => { client.reset(result); finish(result, message); };
@@ -214,7 +233,7 @@ export class CarriedConnection extends Duplex {
       held.bufs = [];
       if (held.ended) inside.onend();
     }
-    if (client.remoteEnded) inside.end();
+    if (client.remoteEnded) client.onend();
     if (inside.state === 'closed') inside.onreset(inside.result, 'closed before the bridge');
   }
 
@@ -329,12 +348,17 @@ export class CarriedConnection extends Duplex {
         owed = 0;
         stream.consumed(n);
       });
-      stream.onend = () => sock.end();
+      stream.onend = () => {
+        const cut = cutShort(opener);
+        if (!cut) return void sock.end();
+        stream.onreset = null;
+        abort(cut);
+      };
       stream.onreset = () => {
         done = true;
         if (!sock.destroyed) sock.resetAndDestroy();
       };
-      if (stream.remoteEnded) sock.end();
+      if (stream.remoteEnded) stream.onend();
       if (stream.state === 'closed' && stream.result !== Result.OK) abort();
     };
     if (this.opener) down();

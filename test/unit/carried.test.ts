@@ -8,7 +8,7 @@ import { ErrorCode, PortsideError, Result } from '../../src/errors.js';
 import { CarriedConnection } from '../../src/relay/carried.js';
 import { FrameDecoder } from '../../src/session/decode.js';
 import { FrameType } from '../../src/session/frame.js';
-import { deriveEarlyKey, newKeyShare } from '../../src/session/seal.js';
+import { deriveEarlyKey, newKeyShare, type Sealer } from '../../src/session/seal.js';
 import { Session } from '../../src/session/session.js';
 import type { Stream } from '../../src/session/stream.js';
 
@@ -112,6 +112,24 @@ describe('carried connections on a client session', () => {
     const data = randomBytes(200_000);
     good.near.end(data);
     expect((await got).equals(data)).toBe(true);
+    expect(p.client.closed).toBe(false);
+  });
+
+  it('a connection whose peer ends it inside a sealed record is reset with PS_ERR_STREAM_AUTH, not ended as if complete', async () => {
+    const p = clientSessionPair();
+    const c = await connect(p);
+    const sealer = (c.near as unknown as { sealer: Sealer }).sealer;
+    const whole = sealer.seal(Buffer.alloc(1000, 3))[0]!;
+    const failed = new Promise<string>((resolve) => {
+      c.far.on('error', (e: PortsideError) => resolve(e.code));
+      c.far.on('end', () => resolve('ended cleanly'));
+      c.far.resume();
+    });
+    const told = new Promise<number>((resolve) => c.near.on('error', (e: PortsideError) => resolve(e.result)));
+    c.near.stream.write(whole.subarray(0, 500)); // half a record, then FIN
+    c.near.stream.end();
+    expect(await failed).toBe(ErrorCode.STREAM_AUTH);
+    expect(await told).toBe(Result.PROTOCOL_ERROR); // the peer learns why
     expect(p.client.closed).toBe(false);
   });
 
