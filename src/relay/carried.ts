@@ -73,8 +73,8 @@ export class CarriedConnection extends Duplex {
   private retired = false;
   /** Keys made ahead by openEarly(), for seal(). */
   private keys: StreamKeys | null = null;
-  /** startUp() has joined our stream to this inside stream; upFailed: how bridge() ends it on a bad record. */
-  private upTo: Stream | null = null;
+  /** startUp() has run; upFailed: how bridge() ends the connection on a bad record. */
+  private upStarted = false;
   private upFailed: ((e: PortsideError) => void) | null = null;
   /** carry()'s stream → socket half, waiting for seal() (early mode). */
   private onSealed: (() => void) | null = null;
@@ -172,7 +172,7 @@ export class CarriedConnection extends Duplex {
       onDone(result, message);
       this.destroy();
     };
-    if (!this.upTo) this.startUp(inside);
+    if (!this.upStarted) this.startUp(inside);
     this.upFailed = (e) => finish(e.result, e.message);
     // inside → client: the session delivers a frame one TLS record (16 KiB) at a time; a loop
     // turn's pieces are sealed as one record (one cipher, one frame, one write). A lone small
@@ -244,40 +244,53 @@ export class CarriedConnection extends Duplex {
    */
   startUp(inside: Stream): void {
     const client = this.stream;
-    const opener = this.opener!;
-    this.upTo = inside;
+    this.upStarted = true;
     // Early data opened before the bridge (openEarly()) waits in our readable side: it goes first.
-    for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) inside.write(b);
-    if (this.ungranted) client.consumed(this.ungranted);
+    this.flushReadable((b) => inside.write(b));
+    inside.ondrain = this.openInto((p) => inside.write(p, HEADER_SIZE), (e) => {
+      client.reset(e.result);
+      inside.reset(Result.CANCELLED);
+      this.onfailure?.(e);
+      if (this.upFailed) this.upFailed(e);
+      else this.destroy();
+    });
+  }
+
+  /** What our readable side holds (opened before a direct path took over) goes out first, and is granted. */
+  private flushReadable(write: (b: Buffer) => unknown): void {
+    for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) write(b);
+    if (this.ungranted) this.stream.consumed(this.ungranted);
     this.ungranted = 0;
-    // client → inside: records opened; the client stream is granted its window back only once
-    // the inside stream has sent the plaintext (at once, or on its drain).
-    let owedClient = 0;
-    client.ondata = (buf) => {
+  }
+
+  /**
+   * Our stream's records opened and handed to `write`; the stream is granted its window back only
+   * once `write` has taken the plaintext (at once, or when the returned function is called on the
+   * taker's drain). A bad record: `fail`, after our reset handler is dropped.
+   */
+  private openInto(write: (p: Buffer) => boolean, fail: (e: PortsideError) => void): () => void {
+    const stream = this.stream;
+    const opener = this.opener!;
+    let owed = 0;
+    stream.ondata = (buf) => {
       let plain: Buffer[];
       try {
         plain = opener.push(buf);
       } catch (err) {
-        const e = err as PortsideError;
-        client.onreset = null;
-        client.reset(e.result);
-        inside.reset(Result.CANCELLED);
-        this.onfailure?.(e);
-        if (this.upFailed) this.upFailed(e);
-        else this.destroy();
-        return;
+        stream.onreset = null;
+        return fail(err as PortsideError);
       }
       doneWith(buf); // opened into buffers of their own: the session may reuse its read block
       let ok = true;
-      for (const p of plain) ok = inside.write(p, HEADER_SIZE) && ok;
-      if (ok && owedClient === 0) client.consumed(buf.length);
-      else owedClient += buf.length;
+      for (const p of plain) ok = write(p) && ok;
+      if (ok && owed === 0) stream.consumed(buf.length);
+      else owed += buf.length;
     };
-    inside.ondrain = () => {
-      if (!owedClient) return;
-      const n = owedClient;
-      owedClient = 0;
-      client.consumed(n);
+    return () => {
+      if (!owed) return;
+      const n = owed;
+      owed = 0;
+      stream.consumed(n);
     };
   }
 
@@ -324,30 +337,8 @@ export class CarriedConnection extends Duplex {
       if (done) return;
       const opener = this.opener!;
       // Bytes that came with the answer were opened into our readable side: they go first.
-      for (let b: Buffer | null; (b = this.read() as Buffer | null) !== null;) sock.write(b);
-      if (this.ungranted) stream.consumed(this.ungranted);
-      this.ungranted = 0;
-      let owed = 0;
-      stream.ondata = (buf) => {
-        let plain: Buffer[];
-        try {
-          plain = opener.push(buf);
-        } catch (err) {
-          stream.onreset = null;
-          return abort(err as PortsideError);
-        }
-        doneWith(buf); // opened into buffers of their own
-        let ok = true;
-        for (const p of plain) ok = sock.write(p) && ok;
-        if (ok && owed === 0) stream.consumed(buf.length);
-        else owed += buf.length;
-      };
-      sock.on('drain', () => {
-        if (!owed) return;
-        const n = owed;
-        owed = 0;
-        stream.consumed(n);
-      });
+      this.flushReadable((b) => sock.write(b));
+      sock.on('drain', this.openInto((p) => sock.write(p), abort));
       stream.onend = () => {
         const cut = cutShort(opener);
         if (!cut) return void sock.end();

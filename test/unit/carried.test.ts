@@ -60,6 +60,26 @@ async function connect(p: ReturnType<typeof clientSessionPair>) {
   return { near, far, share: s.extra! };
 }
 
+/** A real loopback socket pair: `app` is the local program, `local` the agent's accepted end. */
+async function socketPair(): Promise<{ app: net.Socket; local: net.Socket }> {
+  const srv = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+  const app = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  const local = await accepted;
+  srv.close();
+  return { app, local };
+}
+
+function readAll(s: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const got: Buffer[] = [];
+    s.on('data', (b: Buffer) => got.push(b));
+    s.on('end', () => resolve(Buffer.concat(got)));
+    s.on('error', reject);
+  });
+}
+
 function collect(c: CarriedConnection): Promise<Buffer> {
   const got: Buffer[] = [];
   c.on('data', (b: Buffer) => got.push(b));
@@ -231,14 +251,9 @@ describe('carried connections on a client session', () => {
     expect(failures).toEqual([ErrorCode.STREAM_AUTH]);
     expect(q.client.closed).toBe(false);
   });
-  it('early mode: the program\'s bytes leave before the answer under the early key, then under the connection\'s own key, in order, both ways', async () => {
-    const srv = net.createServer({ allowHalfOpen: true });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-    const app = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-    const local = await accepted;
-    srv.close();
 
+  it('early mode: the program\'s bytes leave before the answer under the early key, then under the connection\'s own key, in order, both ways', async () => {
+    const { app, local } = await socketPair();
     const p = clientSessionPair();
     const sessionKey = newKeyShare(); // the outside relay's share for this session (INIT_ACK)
     const a = newKeyShare();
@@ -261,7 +276,7 @@ describe('carried connections on a client session', () => {
     const late = randomBytes(900_000);
     const down = randomBytes(600_000);
     const atFar = collect(far!);
-    const atApp = new Promise<Buffer>((resolve) => { const got: Buffer[] = []; app.on('data', (d) => got.push(d)); app.on('end', () => resolve(Buffer.concat(got))); });
+    const atApp = readAll(app);
     app.end(late);
     far!.end(down);
     expect((await atFar).equals(Buffer.concat([early, late]))).toBe(true);
@@ -269,29 +284,13 @@ describe('carried connections on a client session', () => {
   });
 
   it("carry(): the agent's direct path between a local socket and the sealed stream, both ways, bytes that came before it first, and a bad record resetting the socket", async () => {
-    // A real loopback socket pair: `app` is the local program, `local` the agent's accepted end.
-    const pair = async () => {
-      const srv = net.createServer({ allowHalfOpen: true });
-      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-      const app = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-      const local = await accepted;
-      srv.close();
-      return { app, local };
-    };
-    const readAll = (s: net.Socket) => new Promise<Buffer>((resolve, reject) => {
-      const got: Buffer[] = [];
-      s.on('data', (b) => got.push(b));
-      s.on('end', () => resolve(Buffer.concat(got)));
-      s.on('error', reject);
-    });
 
     const p = clientSessionPair();
     const c = await connect(p);
     const early = randomBytes(3000);
     c.far.write(early); // arrives before carry(): it must reach the program first
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    const { app, local } = await pair();
+    const { app, local } = await socketPair();
     c.near.carry(local);
     const up = randomBytes(3_000_000);
     const down = randomBytes(2_000_000);
@@ -309,7 +308,7 @@ describe('carried connections on a client session', () => {
     const q = clientSessionPair();
     const d = await connect(q);
     victim = d.far.stream.id;
-    const { app: app2, local: local2 } = await pair();
+    const { app: app2, local: local2 } = await socketPair();
     const failures: string[] = [];
     d.near.onfailure = (e) => failures.push(e.code);
     d.near.carry(local2);

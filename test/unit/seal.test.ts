@@ -122,27 +122,28 @@ describe('sealed records', () => {
   it('a KEY_CHANGE nobody agreed, a second one, or the old key after it: PS_ERR_STREAM_AUTH', () => {
     const { client, port } = keys();
     const other = keys().client;
+    const one = (sealer: Sealer, text: string) => sealer.seal(Buffer.from(text))[0]!;
+    const changing = () => new Opener(port.recv, 0, other.send);
     const a = new Sealer(client.send);
     a.rekey(other.send);
-    const flagged = a.seal(Buffer.from('x'))[0]!;
+    const flagged = one(a, 'x');
     expect((flagged.readUInt32BE(0) & KEY_CHANGE) >>> 0).toBe(KEY_CHANGE);
     expect(codeOf(() => new Opener(port.recv).push(flagged))).toBe(ErrorCode.STREAM_AUTH);
     // Agreed once: a second change is refused.
     const b = new Sealer(client.send);
     b.rekey(other.send);
-    const first = b.seal(Buffer.from('y'))[0]!;
+    const first = one(b, 'y');
     b.rekey(other.send);
-    const second = b.seal(Buffer.from('z'))[0]!;
-    const opener = new Opener(port.recv, 0, other.send);
-    expect(opener.push(first).map(String)).toEqual(['y']);
-    expect(codeOf(() => opener.push(second))).toBe(ErrorCode.STREAM_AUTH);
+    const second = one(b, 'z');
+    const o1 = changing();
+    expect(o1.push(first).map(String)).toEqual(['y']);
+    expect(codeOf(() => o1.push(second))).toBe(ErrorCode.STREAM_AUTH);
     // After the change, a record under the old key fails its tag.
     const c = new Sealer(client.send);
-    const old = c.seal(Buffer.from('old'))[0]!;
+    const old = one(c, 'old');
     c.rekey(other.send);
-    const changed = c.seal(Buffer.from('new'))[0]!;
-    const o2 = new Opener(port.recv, 0, other.send);
-    expect(o2.push(changed).map(String)).toEqual(['new']);
+    const o2 = changing();
+    expect(o2.push(one(c, 'new')).map(String)).toEqual(['new']);
     expect(codeOf(() => o2.push(old))).toBe(ErrorCode.STREAM_AUTH);
   });
 
