@@ -67,6 +67,7 @@ export const ErrorCode = {
   NO_ROUTE: 'PS_ERR_NO_ROUTE',
   HOOK: 'PS_ERR_HOOK',
   STREAM_AUTH: 'PS_ERR_STREAM_AUTH',
+  SESSION_AUTH: 'PS_ERR_SESSION_AUTH',
 } as const;
 export type ErrorCodeName = (typeof ErrorCode)[keyof typeof ErrorCode];
 

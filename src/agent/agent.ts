@@ -20,7 +20,8 @@ import { ErrorCode, PortsideError, Result, resultName, type ErrorCodeName } from
 import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
 import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
-import { CLIENT_CIPHERS } from '../relay/tls.js';
+import { dialClientSession } from '../relay/clientlink.js';
+import type { TransportKeys } from '../session/transport.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
 import { FrameType } from '../session/frame.js';
@@ -29,7 +30,7 @@ import type { Session } from '../session/session.js';
 import type { ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
 import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
-import { certFingerprint, makeSelfSignedCert } from './cert.js';
+import { makeSelfSignedCert } from './cert.js';
 
 /** A failure to open a carried connection: the log code, and the SOCKS5 reply for the local program. */
 export class AgentError extends PortsideError {
@@ -58,22 +59,15 @@ function connectError(rep: number, target: string): AgentError {
 }
 
 /** Our session to the client port; `share`: the relay's key share for it, once INIT_ACK brought it. */
-interface ClientSession { session: Session; sock: tls.TLSSocket; share: Buffer | null }
+interface ClientSession { session: Session; sock: net.Socket; share: Buffer | null }
 
 /** Keep-alive on the client session: a dead outside relay is noticed within the timeout. */
 const KEEPALIVE = { intervalMs: 15_000, timeoutMs: 45_000 };
-
-function fingerprintOf(sock: tls.TLSSocket): string {
-  const cert = sock.getPeerX509Certificate();
-  return cert ? certFingerprint(cert.raw) : '';
-}
 
 export class ClientAgent {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly outside: { host: string; port: number };
-  /** One context for all connections: building it per connection costs more than the handshake's crypto. */
-  private readonly tlsContext = tls.createSecureContext({ minVersion: 'TLSv1.3', ciphers: CLIENT_CIPHERS });
   /** Our session to the client port, and its TLS socket; a new one is dialled when it is gone. */
   private session: ClientSession | null = null;
   private dialing: Promise<ClientSession> | null = null;
@@ -216,42 +210,39 @@ export class ClientAgent {
     }
   }
 
-  /** A TLS connection of its own to the outside relay, certificate pinned (exported for tests). */
-  connectOutside(): Promise<tls.TLSSocket> {
+  /**
+   * A connection of its own to the outside relay's client port, with the session handshake done
+   * (its certificate pinned, src/session/clientshake.ts): the socket (paused) and the session's
+   * transport keys. Exported for tests.
+   */
+  async connectOutside(): Promise<{ sock: net.Socket; keys: TransportKeys }> {
     const { host, port } = this.outside;
     const where = joinHostPort(host, port);
-    return new Promise((resolve, reject) => {
-      const sock = tls.connect({
-        host,
-        port,
-        minVersion: 'TLSv1.3',
-        secureContext: this.tlsContext,
-        // The certificate is self-signed: we pin its fingerprint below instead of trusting a CA.
-        rejectUnauthorized: false,
-        ...(net.isIP(host) ? {} : { servername: host }),
-        allowHalfOpen: true,
-      } as tls.ConnectionOptions);
-      sock.setNoDelay(true);
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: no TLS connection within ${this.cfg.connect_timeout_ms} ms`, Rep.HOST_UNREACHABLE));
-      }, this.cfg.connect_timeout_ms);
-      sock.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE));
+    const sock = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const deadline = Date.now() + this.cfg.connect_timeout_ms;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: no connection within ${this.cfg.connect_timeout_ms} ms`, Rep.HOST_UNREACHABLE)), this.cfg.connect_timeout_ms);
+        sock.once('error', (err) => {
+          clearTimeout(timer);
+          reject(new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE));
+        });
+        sock.once('connect', () => {
+          clearTimeout(timer);
+          sock.removeAllListeners('error');
+          resolve();
+        });
       });
-      sock.once('secureConnect', () => {
-        clearTimeout(timer);
-        const got = fingerprintOf(sock);
-        if (got !== this.cfg.fingerprint) {
-          sock.destroy();
-          reject(new AgentError(ErrorCode.FINGERPRINT_MISMATCH, `outside relay ${where} presented certificate sha256:${got || '(none)'}, not the pinned outside_fingerprint`, Rep.GENERAL_FAILURE));
-          return;
-        }
-        sock.removeAllListeners('error');
-        resolve(sock);
+      const keys = await dialClientSession(sock, this.cfg.fingerprint, Math.max(1, deadline - Date.now())).catch((err: PortsideError) => {
+        if (err.code === ErrorCode.FINGERPRINT_MISMATCH) throw new AgentError(err.code, `outside relay ${where} ${err.message}`, Rep.GENERAL_FAILURE);
+        if (err.code === ErrorCode.SESSION_AUTH) throw new AgentError(err.code, `outside relay ${where}: ${err.message}`, Rep.GENERAL_FAILURE);
+        throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE);
       });
-    });
+      return { sock, keys };
+    } catch (err) {
+      sock.destroy();
+      throw err;
+    }
   }
 
   /**
@@ -260,7 +251,7 @@ export class ClientAgent {
    */
   private clientSession(): Promise<ClientSession> {
     if (this.session && !this.session.session.closed) return Promise.resolve(this.session);
-    this.dialing ??= this.connectOutside().then((sock) => {
+    this.dialing ??= this.connectOutside().then(({ sock, keys }) => {
       const entry: ClientSession = { sock, session: null as unknown as Session, share: null };
       entry.session = sessionOverSocket(sock, {
         role: 'client',
@@ -279,7 +270,8 @@ export class ClientAgent {
           sock.destroy();
           this.log.debug({ event: 'agent.session_closed', code: err?.code, reason: err?.message }, 'session to the outside relay ended');
         },
-      }, KEEPALIVE);
+      }, KEEPALIVE, keys);
+      sock.resume();
       entry.session.established = true;
       entry.session.sendControl(FrameType.INIT, 0, Buffer.from('{"v":1}'));
       this.session = entry;

@@ -78,6 +78,11 @@ export class CarriedConnection extends Duplex {
   private upFailed: ((e: PortsideError) => void) | null = null;
   /** carry()'s stream → socket half, waiting for seal() (early mode). */
   private onSealed: (() => void) | null = null;
+  /**
+   * Records that came before we could open them (clear bytes on a client session, and whatever
+   * follows them): they never reach the set-up reader, and are opened first once keys exist.
+   */
+  private recordsHeld: Buffer[] | null = null;
   /** A write waiting for the stream's window or the session's transport. */
   private writeDone: ((err?: Error | null) => void) | null = null;
   /** Called with the reason when the stream fails (reset by the peer, a bad record). */
@@ -94,7 +99,12 @@ export class CarriedConnection extends Duplex {
     this.remotePort = addrs.remotePort;
     this.localAddress = addrs.localAddress;
     this.localPort = addrs.localPort;
-    stream.ondata = (buf) => this.onStreamData(buf);
+    stream.acceptsClear = true;
+    stream.ondata = (buf, clear) => {
+      if (this.opener || !(clear || this.recordsHeld)) return this.onStreamData(buf);
+      // Held within the stream's window: granted once opened.
+      (this.recordsHeld ??= []).push(buf);
+    };
     stream.onend = () => {
       const cut = cutShort(this.opener);
       if (!cut) return void this.push(null);
@@ -128,10 +138,14 @@ export class CarriedConnection extends Duplex {
     this.keys = null;
     // Room for the DATA frame header in front of each record: header and record leave as one buffer.
     if (this.sealer) this.sealer.rekey(keys.send);
-    else this.sealer = new Sealer(keys.send, HEADER_SIZE);
+    else {
+      this.sealer = new Sealer(keys.send, HEADER_SIZE);
+      this.stream.sealFromHere();
+    }
     // The outside relay passes the plaintext on into the inside relay's stream (bridge()).
     this.opener ??= new Opener(keys.recv, side === 'client-port' ? HEADER_SIZE : 0);
     if (early?.length) this.onStreamData(early, false);
+    this.openHeld();
     const then = this.onSealed;
     this.onSealed = null;
     then?.();
@@ -143,6 +157,7 @@ export class CarriedConnection extends Duplex {
    */
   sealEarly(earlyKey: Buffer): void {
     this.sealer = new Sealer(earlyKey, HEADER_SIZE);
+    this.stream.sealFromHere();
   }
 
   /**
@@ -153,6 +168,13 @@ export class CarriedConnection extends Duplex {
   openEarly(own: KeyShare, agentShare: Buffer, sessionKey: KeyShare): void {
     this.keys = deriveStreamKeys(own, agentShare, 'client-port');
     this.opener = new Opener(deriveEarlyKey(sessionKey, agentShare, 'client-port'), HEADER_SIZE, this.keys.recv);
+    this.openHeld();
+  }
+
+  private openHeld(): void {
+    const held = this.recordsHeld;
+    this.recordsHeld = null;
+    if (held) for (const b of held) this.onStreamData(b);
   }
 
   /**

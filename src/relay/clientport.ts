@@ -19,7 +19,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
-import { constants } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
@@ -36,7 +36,8 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
-import { CLIENT_CIPHERS } from './tls.js';
+import { acceptClientSession } from './clientlink.js';
+import type { TransportKeys } from '../session/transport.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, joinSockets } from './pipe.js';
 
@@ -68,7 +69,7 @@ export function repForResult(r: number): number {
 interface PassiveWait { agent: string; user: string; local: string; timer: NodeJS.Timeout }
 
 export class ClientPort {
-  private server: tls.Server | null = null;
+  private server: net.Server | null = null;
   private readonly users: UserFile | null;
   private readonly destinations: DestPattern[] | null;
   private readonly firewall: { host: string; port: number } | null;
@@ -105,33 +106,32 @@ export class ClientPort {
 
   async start(): Promise<net.AddressInfo> {
     const { host, port } = splitHostPort(this.cfg.listen);
-    const server = tls.createServer({
-      cert: this.cert,
-      key: this.key,
-      minVersion: 'TLSv1.3',
-      ciphers: CLIENT_CIPHERS,
-      honorCipherOrder: true,
-      // No tickets: a session is long-lived, and each one starts with its own key exchange.
-      secureOptions: constants.SSL_OP_NO_TICKET,
-      allowHalfOpen: true,
-      handshakeTimeout: this.cfg.handshake_timeout_ms,
-    });
+    let certDer: Buffer;
+    let certKey: KeyObject;
+    try {
+      certDer = new X509Certificate(this.cert).raw;
+      certKey = createPrivateKey(this.key);
+    } catch (err) {
+      throw new ConfigError(`clients.cert_file/key_file: not a certificate and its key: ${(err as Error).message}`);
+    }
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
     this.server = server;
-    // Track the TCP connections (not only the TLS ones) so stop() can end half-open handshakes too.
-    server.on('connection', (raw: net.Socket) => {
+    server.on('connection', (sock: net.Socket) => {
       // A cap on agent sessions (handshaking or not): anyone who reaches this port may try.
       if (this.sockets.size >= this.cfg.max_sessions) {
-        this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote: raw.remoteAddress, reason: `clients.max_sessions (${this.cfg.max_sessions}) reached` }, 'agent session refused: too many');
-        raw.destroy();
+        this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote: sock.remoteAddress, reason: `clients.max_sessions (${this.cfg.max_sessions}) reached` }, 'agent session refused: too many');
+        sock.destroy();
         return;
       }
-      raw.setNoDelay(true); // set-up is a handful of small records, each waited for
-      this.sockets.add(raw);
-      raw.on('close', () => this.sockets.delete(raw));
-    });
-    server.on('secureConnection', (s: tls.TLSSocket) => this.onSession(s));
-    server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
-      this.log.warn({ event: 'client.rejected', code: ErrorCode.TLS, remote: s.remoteAddress, reason: err.message }, 'agent TLS handshake failed');
+      this.sockets.add(sock);
+      sock.on('close', () => this.sockets.delete(sock));
+      acceptClientSession(sock, certDer, certKey, this.cfg.handshake_timeout_ms).then(
+        (keys) => this.onSession(sock, keys),
+        (err: PortsideError) => {
+          this.log.warn({ event: 'client.rejected', code: err.code ?? ErrorCode.SESSION_AUTH, remote: sock.remoteAddress, reason: err.message }, 'agent session handshake failed');
+          sock.destroy();
+        },
+      );
     });
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
@@ -154,8 +154,7 @@ export class ClientPort {
    * connection. A protocol violation ends the session (GOAWAY with the code); a bad connection
    * only resets its own stream.
    */
-  private onSession(sock: tls.TLSSocket): void {
-    sock.setNoDelay(true);
+  private onSession(sock: net.Socket, keys: TransportKeys): void {
     const agent = joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0);
     const log = this.log.child({ agent });
     const limits = this.relay.cfg.limits;
@@ -169,8 +168,9 @@ export class ClientPort {
         else log.debug({ event: 'client.session_closed' }, 'agent session ended');
         sock.destroy();
       },
-    }, { intervalMs: limits.keepalive_interval_ms, timeoutMs: limits.keepalive_timeout_ms });
-    // INIT must come within the handshake deadline, like the TLS handshake itself.
+    }, { intervalMs: limits.keepalive_interval_ms, timeoutMs: limits.keepalive_timeout_ms }, keys);
+    sock.resume();
+    // INIT must come within the handshake deadline, like the handshake itself.
     const timer = setTimeout(() => {
       if (!session.established) {
         log.warn({ event: 'client.rejected', code: ErrorCode.HANDSHAKE_TIMEOUT, reason: 'no INIT' }, 'agent session set-up timed out');
@@ -208,7 +208,7 @@ export class ClientPort {
   }
 
   /** One connection an agent carries: set it up (SOCKS5 inside the stream) under one deadline. */
-  private onStream(session: Session, tlsSock: tls.TLSSocket, stream: Stream, log: Logger): void {
+  private onStream(session: Session, tlsSock: net.Socket, stream: Stream, log: Logger): void {
     const extra = stream.extra;
     // The agent's key share; in early mode (a 1 after it) its SOCKS5 messages follow, and the
     // stream carries only sealed records (docs/protocol.md, "Early data").

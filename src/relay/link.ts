@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { Session, type SessionOptions } from '../session/session.js';
+import { TransportOpener, TransportSealer, type TransportKeys } from '../session/transport.js';
 import { type Block, BLOCK_SIZE, READ_SIZE, hookReads, maybeReuse, takeBlock, written } from './pipe.js';
 
 const BIG_WRITE = 16 * 1024;
@@ -21,13 +22,26 @@ export function sessionOverSocket(
   socket: Socket,
   opts: Omit<SessionOptions, 'onWrite'>,
   keepalive: { intervalMs: number; timeoutMs: number },
+  transport?: TransportKeys,
 ): Session {
+  const sealer = transport ? new TransportSealer(transport.send) : null;
   const session = new Session({
     // Small output on an idle transport goes at once (latency: ping-pong, connection set-up);
     // bulk waits for the end of the loop turn so frames from many reads share one TLS write.
     schedule: (fn, bytes) => (bytes < EAGER_BYTES && socket.writableLength === 0 ? queueMicrotask(fn) : setImmediate(fn)),
     ...opts,
-    onWrite(chunks) {
+    clearData: !!transport,
+    onWrite: sealer ? (chunks, clear) => {
+      if (socket.destroyed) return;
+      // Our own records on a plain socket: one writev per batch.
+      const bufs = sealer.seal(chunks, clear);
+      for (const c of chunks) if (!clear?.has(c)) written(c); // sealed into a record of its own
+      let ok = true;
+      socket.cork();
+      for (const b of bufs) ok = clear?.has(b) ? socket.write(b, () => written(b)) : socket.write(b);
+      socket.uncork();
+      if (!ok) session.setBlocked(true);
+    } : (chunks) => {
       if (socket.destroyed) return;
       // Buffers that lie back to back in memory (DATA frames read in place, see relay/pipe.ts)
       // go out as one; big ones are written as they are, runs of small ones joined into one
@@ -70,17 +84,21 @@ export function sessionOverSocket(
       if (!ok) session.setBlocked(true);
     },
   });
-  // Node's TLS socket copies all buffers of a writev into one new buffer before encrypting;
-  // written one at a time they are encrypted where they are.
-  (socket as unknown as { _writev: unknown })._writev = null;
+  if (!transport) {
+    // Node's TLS socket copies all buffers of a writev into one new buffer before encrypting;
+    // written one at a time they are encrypted where they are.
+    (socket as unknown as { _writev: unknown })._writev = null;
+  }
   // Node's default 16 KiB high-water mark would report backpressure after every frame,
   // pausing and resuming every stream's source each time (two epoll_ctl per frame).
   setWriteHighWaterMark(socket, SESSION_HWM);
   session.lastReceived = Date.now();
-  readInPlace(socket, session);
+  const opener = transport ? new TransportOpener(transport.recv) : null;
+  readInPlace(socket, session, opener);
   socket.on('data', (chunk: Buffer) => { // what Node read before readInPlace, or all if it could not hook
     session.lastReceived = Date.now();
-    session.parse(chunk);
+    if (opener) openInto(socket, session, opener, chunk);
+    else session.parse(chunk);
   });
   socket.on('drain', () => session.setBlocked(false));
   // A session transport never half-closes: the peer's FIN ends the session. (A socket made with
@@ -103,7 +121,20 @@ export function sessionOverSocket(
 }
 
 /** A session socket's read state (see readInPlace). */
-interface InPlace { session: Session; block: Block; at: number }
+interface InPlace { session: Session; block: Block; at: number; opener: TransportOpener | null; views: number; deliver: (b: Buffer, clear: boolean) => void }
+
+/**
+ * Our records in: opened plaintext (buffers of its own) and clear DATA (views into `chunk`) go to
+ * the session. A bad record ends the session.
+ */
+function openInto(socket: Socket, session: Session, opener: TransportOpener, chunk: Buffer, deliver?: (b: Buffer, clear: boolean) => void): void {
+  try {
+    opener.push(chunk, deliver ?? ((b, clear) => session.parse(b, clear)));
+  } catch (err) {
+    session.close(err as PortsideError);
+    socket.destroy();
+  }
+}
 const kInPlace = Symbol('inPlace');
 /** A block with less room than this left is retired: a TLS record (16 KiB) fits in one read. */
 const MIN_READ = 16 * 1024;
@@ -113,8 +144,15 @@ const MIN_READ = 16 * 1024;
  * with a 'data' event per 16 KiB record. The session parses them in place: DATA views go to the
  * streams, which report them written (pipe.ts); everything else is done with once parsed.
  */
-function readInPlace(socket: Socket, session: Session): void {
-  const st: InPlace = { session, block: takeBlock(), at: 0 };
+function readInPlace(socket: Socket, session: Session, opener: TransportOpener | null): void {
+  const st: InPlace = {
+    session, block: takeBlock(), at: 0, opener, views: 0,
+    deliver: (b, clear) => {
+      const before = session.delivered;
+      session.parse(b, clear);
+      if (clear) st.views += session.delivered - before;
+    },
+  };
   (socket as Socket & { [kInPlace]: InPlace })[kInPlace] = st;
   if (!hookReads(socket, st.block.buf.subarray(0, READ_SIZE), onSessionRead)) st.block.reading = false;
 }
@@ -132,9 +170,16 @@ function onSessionRead(this: Socket, n: number): Buffer {
   }
   const { session } = st;
   session.lastReceived = Date.now();
-  const delivered = session.delivered;
-  session.parse(view);
-  b.taken += n - (session.delivered - delivered);
+  if (st.opener) {
+    // Only clear DATA is handed on as views of this block; opened records are buffers of their own.
+    st.views = 0;
+    openInto(this, session, st.opener, view, st.deliver);
+    b.taken += n - st.views;
+  } else {
+    const delivered = session.delivered;
+    session.parse(view);
+    b.taken += n - (session.delivered - delivered);
+  }
   maybeReuse(b);
   return st.block.buf.subarray(st.at, Math.min(BLOCK_SIZE, st.at + READ_SIZE));
 }

@@ -25,8 +25,19 @@ export class FrameDecoder {
 
   constructor(private readonly maxFrame: number) {}
 
-  /** Appends the frames (or DATA pieces) this chunk completes to `out`; throws a PortsideError on a bad frame. */
-  push(chunk: Buffer, out: Frame[] = []): Frame[] {
+  /**
+   * Appends the frames (or DATA pieces) this chunk completes to `out`; throws a PortsideError on a
+   * bad frame. `clear`: the chunk came outside the transport's sealing; it must lie wholly inside
+   * one DATA frame's payload (its header came sealed).
+   */
+  push(chunk: Buffer, out: Frame[] = [], clear = false): Frame[] {
+    if (clear) {
+      if (this.state !== State.Data || chunk.length > this.remaining) throw new MalformedFrameError('clear bytes outside a DATA payload');
+      out.push({ type: FrameType.DATA, flags: this.flags, stream: this.stream, payload: chunk, clear: true });
+      this.remaining -= chunk.length;
+      if (this.remaining === 0) this.state = State.Header;
+      return out;
+    }
     let off = 0;
     const end = chunk.length;
     while (off < end) {

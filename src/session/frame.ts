@@ -52,6 +52,8 @@ export interface Frame {
   flags: number;
   stream: number;
   payload: Buffer;
+  /** A DATA piece that came outside the transport's sealing (client session, src/session/transport.ts). */
+  clear?: boolean;
 }
 
 /** Defaults; both sides may be configured lower, never higher than MAX_FRAME_LIMIT. */

@@ -63,7 +63,7 @@ export function newKeyShare(): KeyShare {
 export interface StreamKeys { send: Buffer; recv: Buffer }
 
 /** X25519 with a peer's 32-byte share; a bad or low-order share is a SealError. */
-function agree(own: KeyObject, peerShare: Buffer): Buffer {
+export function agree(own: KeyObject, peerShare: Buffer): Buffer {
   if (peerShare.length !== SHARE_SIZE) throw new SealError(`key share of ${peerShare.length} bytes, expected ${SHARE_SIZE}`);
   let secret: Buffer;
   try {

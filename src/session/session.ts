@@ -30,8 +30,17 @@ const KIND_OF_REQ = new Map<number, StreamKind>(Object.entries(REQ_OF_KIND).map(
 
 export interface SessionOptions {
   role: Role;
-  /** Bytes out. Called with a batch of buffers to write in order. */
-  onWrite: (chunks: Buffer[]) => void;
+  /**
+   * Bytes out. Called with a batch of buffers to write in order; with `clearData`, `clear` names
+   * the buffers that are pre-sealed DATA payloads.
+   */
+  onWrite: (chunks: Buffer[], clear?: ReadonlySet<Buffer>) => void;
+  /**
+   * The transport seals frames but may leave pre-sealed DATA payloads as they are (a client
+   * session, src/session/transport.ts): payloads of streams after sealFromHere() go out marked
+   * clear, and parse(chunk, true) accepts such payloads.
+   */
+  clearData?: boolean;
   /** The peer asks to open a stream. Call stream.accept()/refuse() via session.accept/refuse. */
   onStream?: (stream: Stream) => void;
   /** A stream-0 or request/response control frame the session itself does not handle. */
@@ -61,6 +70,8 @@ export class Session {
   private readonly streams = new Map<number, Stream>();
   private nextId: number;
   private out: Buffer[] = [];
+  /** Buffers in `out` that are pre-sealed payloads (clearData). */
+  private clearOut: Set<Buffer> | null = null;
   private flushScheduled = false;
   private readonly schedule: (fn: () => void, pendingBytes: number) => void;
   private outBytes = 0;
@@ -98,13 +109,14 @@ export class Session {
   }
 
   /** Feed bytes from the transport. A protocol violation ends the session (onClose with the error). */
-  parse(chunk: Buffer): void {
+  parse(chunk: Buffer, clear = false): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
     const frames = this.frames;
     frames.length = 0;
     try {
-      this.decoder.push(chunk, frames);
+      if (clear && !this.opts.clearData) throw new ProtocolError('clear bytes on a session without a sealing transport');
+      this.decoder.push(chunk, frames, clear);
       for (let i = 0; i < frames.length && !this.closed; i++) this.handle(frames[i]);
     } catch (err) {
       const e = err instanceof PortsideError ? err : new ProtocolError(String((err as Error)?.message ?? err));
@@ -191,8 +203,21 @@ export class Session {
   _sendData(s: Stream, buf: Buffer, headroom = 0): Buffer | null {
     let off = 0;
     while (off < buf.length && s.sendWindow > 0) {
-      const n = Math.min(buf.length - off, s.sendWindow, this.maxFrame);
-      if (off === 0 && headroom >= HEADER_SIZE) {
+      let n = Math.min(buf.length - off, s.sendWindow, this.maxFrame);
+      let clear = false;
+      if (this.opts.clearData) {
+        clear = s.sentBytes >= s.sealedFrom;
+        // A frame never mixes bytes before and after sealFromHere().
+        if (!clear && s.sentBytes + n > s.sealedFrom) n = s.sealedFrom - s.sentBytes;
+      }
+      s.sentBytes += n;
+      if (clear) {
+        const h = Buffer.allocUnsafe(HEADER_SIZE);
+        writeHeader(h, 0, FrameType.DATA, 0, s.id, n);
+        const p = off === 0 && n === buf.length ? buf : buf.subarray(off, off + n);
+        this.out.push(h, p);
+        (this.clearOut ??= new Set()).add(p);
+      } else if (off === 0 && headroom >= HEADER_SIZE) {
         const frame = Buffer.from(buf.buffer, buf.byteOffset - HEADER_SIZE, HEADER_SIZE + n);
         writeHeader(frame, 0, FrameType.DATA, 0, s.id, n);
         this.out.push(frame);
@@ -230,9 +255,11 @@ export class Session {
     this.flushScheduled = false;
     if (this.out.length === 0) return;
     const chunks = this.out;
+    const clear = this.clearOut;
     this.out = [];
+    this.clearOut = null;
     this.outBytes = 0;
-    this.opts.onWrite(chunks);
+    this.opts.onWrite(chunks, clear ?? undefined);
   }
 
   private push(frame: Buffer): void {
@@ -339,11 +366,12 @@ export class Session {
     if (!s) return; // a stream we already closed: its in-flight data is dropped
     if (!s.receivable || s.remoteEnded) throw new ProtocolError(`data on stream ${f.stream} that is not open`);
     const n = f.payload.length;
+    if (f.clear && !s.acceptsClear) throw new ProtocolError(`clear bytes on stream ${f.stream}, which takes only sealed ones`);
     if (n > s.recvWindow) throw new FlowControlError(`stream ${f.stream} sent ${n} bytes beyond its window of ${s.recvWindow}`);
     s.recvWindow -= n;
     if (s.ondata) {
       this.delivered += n;
-      s.ondata(f.payload);
+      s.ondata(f.payload, f.clear === true);
     }
   }
 }

@@ -45,7 +45,17 @@ export class Stream {
   /** Set once the stream ended; `result` says how. */
   result: number = Result.OK;
 
-  ondata: ((buf: Buffer) => void) | null = null;
+  /**
+   * `clear`: the bytes came outside the session transport's sealing (a client session's
+   * pre-sealed DATA, src/session/transport.ts): only a sealed connection may take them.
+   */
+  ondata: ((buf: Buffer, clear?: boolean) => void) | null = null;
+  /** Our consumer checks clear bytes itself (a carried connection opens them as sealed records). */
+  acceptsClear = false;
+  /** DATA bytes handed to the session so far. */
+  sentBytes = 0;
+  /** From this many DATA bytes on, what we send is already sealed (see sealFromHere()). */
+  sealedFrom = Infinity;
   onend: (() => void) | null = null;
   /** The peer (or the session's end) reset the stream. */
   onreset: ((result: number, message: string) => void) | null = null;
@@ -115,6 +125,14 @@ export class Stream {
       this.session._sendWindowUpdate(this, this.ungranted);
       this.ungranted = 0;
     }
+  }
+
+  /**
+   * Everything written from now on is sealed by the caller (a carried connection's records): on a
+   * session with `clearData` it travels outside the transport's sealing. Bytes already queued do not.
+   */
+  sealFromHere(): void {
+    if (this.sealedFrom === Infinity) this.sealedFrom = this.sentBytes + this.pendingBytes;
   }
 
   get bufferedBytes(): number {
