@@ -31,7 +31,7 @@ const limits = z.strictObject({
   max_streams: z.number().int().positive().default(65_536),
 }).prefault({});
 
-/** The client port (docs/client.md): each agent holds one TLS session here and carries its connections over it. */
+/** The client port (docs/client.md): each agent holds one session here (own handshake and records, docs/protocol.md) and carries its connections over it. */
 const clientsSchema = z.strictObject({
   listen: hostPort,
   cert_file: z.string(),

@@ -1,5 +1,5 @@
 /**
- * The demo's third act: a client computer. The client agent holds one TLS session to the
+ * The demo's third act: a client computer. The client agent holds one encrypted session to the
  * outside relay's client port and carries each program connection as a stream with keys of its
  * own; the outside relay lets the firewall judge the user's password (Fig. 6, 601-612).
  */

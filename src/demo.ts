@@ -4,7 +4,7 @@
  *
  *   client ──► outside relay (ESP) ◄══ session ══ firewall (SOCKS5) ══ inside relay (ISP) ──► server
  *
- * and then a client computer's agent (one TLS session to the outside relay, a stream with keys
+ * and then a client computer's agent (one encrypted session to the outside relay, a stream with keys
  * of its own per connection, the user's password judged by the firewall).
  *
  * The firewall here is an embedded SOCKS5 gateway; the tests use real Dante.
@@ -49,7 +49,7 @@ function describe(e: Record<string, unknown>, who: 'inside' | 'outside' | 'agent
   switch (e.event) {
     case 'clients.listening': return `client port on ${e.address}:${e.port} (auth: ${e.auth}); agents pin its certificate sha256:${String(e.fingerprint).slice(0, 16)}…`;
     case 'agent.ready': return `client agent ready (forward and local SOCKS5 port on 127.0.0.1)`;
-    case 'agent.session_established': return `one TLS 1.3 session to the outside relay's client port, its certificate pinned: every connection will be a stream on it`;
+    case 'agent.session_established': return `one session to the outside relay's client port (signed X25519 handshake, its certificate pinned): every connection will be a stream on it`;
     case 'client.session_established': return `an agent's session is up (INIT); it may carry many connections`;
     case 'firewall.established': return `the firewall authenticated '${e.user}' and connected to ${e.target}; holding its "established" (603-606)`;
     case 'client.connected': return `inside-connect.rsp OK → SOCKS5 success and our key share to the agent (607, 611)`;

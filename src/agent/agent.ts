@@ -2,8 +2,8 @@
  * The client agent (`portside client`, docs/client.md): local forwards and a local SOCKS5 server
  * for programs on the client computer (the LD_PRELOAD hook of `portside run` talks to that
  * SOCKS5 server too). Per destination (claim 12) a connection goes
- *   portside — a stream on our one TLS 1.3 session to the outside relay's client port (its
- *              certificate pinned by SHA-256): SOCKS5 with our username/password, then the
+ *   portside — a stream on our one session to the outside relay's client port (its
+ *              certificate pinned by SHA-256, src/session/clientshake.ts): SOCKS5 with our username/password, then the
  *              connection's bytes sealed with keys made for it alone (607, src/session/seal.ts;
  *              on a forward the program's first bytes go at once, under an early key);
  *   firewall — through the firewall's SOCKS5 directly;
@@ -68,7 +68,7 @@ export class ClientAgent {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly outside: { host: string; port: number };
-  /** Our session to the client port, and its TLS socket; a new one is dialled when it is gone. */
+  /** Our session to the client port, and its socket; a new one is dialled when it is gone. */
   private session: ClientSession | null = null;
   private dialing: Promise<ClientSession> | null = null;
 
@@ -246,7 +246,7 @@ export class ClientAgent {
   }
 
   /**
-   * Our session to the client port: one TLS connection carries every connection we send through
+   * Our session to the client port: one TCP connection carries every connection we send through
    * portside. INIT goes out at once and the first stream may follow it in the same flight.
    */
   private clientSession(): Promise<ClientSession> {

@@ -2,7 +2,7 @@
  * One connection of a client session (client agent ⇄ outside relay's client port) seen as a
  * Duplex, so the SOCKS5 set-up code and the pipes treat it like a socket.
  *
- * It starts in the clear (inside the session's TLS): the SOCKS5 greeting, password and request,
+ * It starts in the clear (inside the session's records): the SOCKS5 greeting, password and request,
  * and the answers to them. Once the connection is established both sides call seal() and every
  * byte after that travels in records sealed with this connection's own keys (src/session/seal.ts).
  * Flow control is the stream's credit window: window is granted back only as our reader takes
@@ -196,7 +196,7 @@ export class CarriedConnection extends Duplex {
     };
     if (!this.upStarted) this.startUp(inside);
     this.upFailed = (e) => finish(e.result, e.message);
-    // inside → client: the session delivers a frame one TLS record (16 KiB) at a time; a loop
+    // inside → client: the relays' session delivers a frame one TLS record (16 KiB) at a time; a loop
     // turn's pieces are sealed as one record (one cipher, one frame, one write). A lone small
     // piece goes at once (latency).
     let batch: Buffer[] = [];

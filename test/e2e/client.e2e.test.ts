@@ -3,7 +3,7 @@
 // relays and the client agent as built (dist/cli.js), real vsftpd and an HTTP server on the
 // intranet, real unmodified curl in the client namespace talking to the agent's SOCKS5 port.
 //
-//   client ns: curl ─ portside client ══ TLS 1.3 per connection ══> outside ns: portside outside
+//   client ns: curl ─ portside client ══ one session, keys per connection ══> outside ns: portside outside
 //                                                                      │ (relays user/password to danted's
 //                                                                      │  external leg, holds "established")
 //   inside ns: portside inside ─ session through danted ───────────────┘

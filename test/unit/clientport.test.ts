@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -240,6 +241,32 @@ describe('client port and agent (loopback, in process)', () => {
     const peer = outside.peers.get('b')!;
     expect(peer.init.services).toEqual([]);
     expect(Object.keys(peer.init.rules)).toEqual(['ftp']);
+  });
+
+  it('a peer that is not an agent is refused at the handshake: another protocol with PS_ERR_SESSION_AUTH, a silent one with PS_ERR_HANDSHAKE_TIMEOUT', async () => {
+    const lines: Array<{ event?: string; code?: string }> = [];
+    const dest = new Writable({ write(c, _e, cb) { for (const l of String(c).split('\n')) if (l) lines.push(JSON.parse(l)); cb(); } });
+    const cp = ClientPort.forConfig(new OutsideRelay(outsideConfig('outside-shake.yaml', randomBytes(32).toString('base64'), ['  handshake_timeout_ms: 300']), log), createLogger('info', 'test', dest))!;
+    const p = (await cp.start()).port;
+    const closedAfter = (first: Buffer | null) => new Promise<void>((resolve) => {
+      const s = net.connect(p, '127.0.0.1', () => { if (first) s.write(first); });
+      s.on('error', () => {});
+      s.on('close', () => resolve());
+      s.resume();
+    });
+    try {
+      await closedAfter(Buffer.from('160301020001', 'hex')); // the start of a TLS ClientHello
+      await closedAfter(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+      await closedAfter(null);
+      const codes = lines.filter((l) => l.event === 'client.rejected').map((l) => l.code);
+      expect(codes).toEqual(['PS_ERR_SESSION_AUTH', 'PS_ERR_SESSION_AUTH', 'PS_ERR_HANDSHAKE_TIMEOUT']);
+      // The port still serves agents.
+      const ok = await agentFor({ port: p }).connectOutside();
+      expect(ok.keys.send).toHaveLength(16);
+      ok.sock.destroy();
+    } finally {
+      await cp.stop();
+    }
   });
 
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
