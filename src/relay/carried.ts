@@ -210,10 +210,10 @@ export class CarriedConnection extends Duplex {
       const n = batchBytes;
       batch = [];
       batchBytes = 0;
-      const records = sealer.seal(pieces);
+      const records = sealer.sealv(pieces);
       for (const b of pieces) doneWith(b); // sealed into buffers of their own
       let ok = true;
-      for (const rec of records) ok = client.write(rec, HEADER_SIZE) && ok;
+      for (const rec of records) ok = client.writev(rec) && ok;
       if (ok && owed === 0) inside.consumed(n);
       else owed += n;
     };
@@ -269,7 +269,7 @@ export class CarriedConnection extends Duplex {
     this.upStarted = true;
     // Early data opened before the bridge (openEarly()) waits in our readable side: it goes first.
     this.flushReadable((b) => inside.write(b));
-    inside.ondrain = this.openInto((p) => inside.write(p, HEADER_SIZE), (e) => {
+    inside.ondrain = this.openInto((rec) => inside.writev(rec), (e) => {
       client.reset(e.result);
       inside.reset(Result.CANCELLED);
       this.onfailure?.(e);
@@ -286,18 +286,18 @@ export class CarriedConnection extends Duplex {
   }
 
   /**
-   * Our stream's records opened and handed to `write`; the stream is granted its window back only
+   * Our stream's records opened and handed to `write`, each as the pieces the decipher gave (no gathering copy); the stream is granted its window back only
    * once `write` has taken the plaintext (at once, or when the returned function is called on the
    * taker's drain). A bad record: `fail`, after our reset handler is dropped.
    */
-  private openInto(write: (p: Buffer) => boolean, fail: (e: PortsideError) => void): () => void {
+  private openInto(write: (rec: Buffer[]) => boolean, fail: (e: PortsideError) => void): () => void {
     const stream = this.stream;
     const opener = this.opener!;
     let owed = 0;
     stream.ondata = (buf) => {
-      let plain: Buffer[];
+      let plain: Buffer[][];
       try {
-        plain = opener.push(buf);
+        plain = opener.pushv(buf);
       } catch (err) {
         stream.onreset = null;
         return fail(err as PortsideError);
@@ -341,7 +341,7 @@ export class CarriedConnection extends Duplex {
     // socket → stream, sealed: at once, even before the answer in early mode (early records).
     const take = (buf: Buffer) => {
       let ok = true;
-      for (const rec of sealer.seal(buf)) ok = stream.write(rec, HEADER_SIZE) && ok;
+      for (const rec of sealer.sealv(buf)) ok = stream.writev(rec) && ok;
       if (!ok) sock.pause();
     };
     hookReads(sock, sealRead(), function onRead(n) { take(sealRead().subarray(0, n)); return sealRead(); });
@@ -360,7 +360,15 @@ export class CarriedConnection extends Duplex {
       const opener = this.opener!;
       // Bytes that came with the answer were opened into our readable side: they go first.
       this.flushReadable((b) => sock.write(b));
-      sock.on('drain', this.openInto((p) => sock.write(p), abort));
+      sock.on('drain', this.openInto((rec) => {
+        if (rec.length === 1) return sock.write(rec[0]!);
+        // A record's pieces in one writev.
+        sock.cork();
+        let ok = true;
+        for (const p of rec) ok = sock.write(p) && ok;
+        sock.uncork();
+        return ok;
+      }, abort));
       stream.onend = () => {
         const cut = cutShort(opener);
         if (!cut) return void sock.end();

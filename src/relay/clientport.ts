@@ -37,6 +37,7 @@ import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
 import { acceptClientSession } from './clientlink.js';
+import { MAX_CERT } from '../session/clientshake.js';
 import type { TransportKeys } from '../session/transport.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, joinSockets } from './pipe.js';
@@ -114,6 +115,8 @@ export class ClientPort {
     } catch (err) {
       throw new ConfigError(`clients.cert_file/key_file: not a certificate and its key: ${(err as Error).message}`);
     }
+    // Agents refuse a bigger one (src/session/clientshake.ts): say so now, not at every handshake.
+    if (certDer.length > MAX_CERT) throw new ConfigError(`clients.cert_file: the certificate is ${certDer.length} bytes; agents accept at most ${MAX_CERT} (portside keygen --cert makes one of about 400)`);
     const server = net.createServer({ allowHalfOpen: true, noDelay: true });
     this.server = server;
     server.on('connection', (sock: net.Socket) => {

@@ -18,7 +18,7 @@ import type { TransportKeys } from './transport.js';
 export const HELLO_MAGIC = Buffer.from('PSC\x01', 'latin1');
 export const HELLO_SIZE = HELLO_MAGIC.length + SHARE_SIZE;
 /** Bounds on what the agent reads before the keys exist. */
-const MAX_CERT = 16 * 1024;
+export const MAX_CERT = 16 * 1024;
 const MAX_SIG = 512;
 const CONTEXT = Buffer.from('portside client session v1');
 const INFO = Buffer.from('portside client session keys v1');

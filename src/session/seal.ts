@@ -132,36 +132,51 @@ export class Sealer {
 
   /**
    * Seal buf (or the pieces of a list, taken as one run of bytes) as one record per MAX_RECORD
-   * bytes; each record is one buffer. Pieces are encrypted where they lie: no gathering copy.
+   * bytes, each record a list of buffers: its length header, the cipher's output, its tag. Nothing
+   * is gathered: each record costs one allocation of its size (the cipher's output), not two and a
+   * copy (Stream.writev() sends such a list as one DATA frame).
    */
-  seal(input: Buffer | Buffer[]): Buffer[] {
+  sealv(input: Buffer | Buffer[]): Buffer[][] {
     const pieces = Array.isArray(input) ? input : [input];
     let left = 0;
     for (const p of pieces) left += p.length;
-    const out: Buffer[] = [];
+    const out: Buffer[][] = [];
     let i = 0;
     let off = 0;
     while (left > 0) {
       const n = Math.min(left, MAX_RECORD);
       left -= n;
-      const rec = Buffer.allocUnsafe(this.headroom + RECORD_HEADER + n + TAG_SIZE).subarray(this.headroom);
-      rec.writeUInt32BE(this.changed ? (n | KEY_CHANGE) >>> 0 : n, 0);
+      const head = Buffer.allocUnsafe(RECORD_HEADER); // from Node's pool
+      head.writeUInt32BE(this.changed ? (n | KEY_CHANGE) >>> 0 : n, 0);
       this.changed = false;
       const c = createCipheriv(CIPHER, this.key, nonce(this.seq++));
-      c.setAAD(rec.subarray(0, RECORD_HEADER));
-      let at = RECORD_HEADER;
-      while (at < RECORD_HEADER + n) {
+      c.setAAD(head);
+      const rec = [head];
+      for (let at = 0; at < n;) {
         const p = pieces[i]!;
-        const take = Math.min(p.length - off, RECORD_HEADER + n - at);
-        at += c.update(take === p.length ? p : p.subarray(off, off + take)).copy(rec, at);
+        const take = Math.min(p.length - off, n - at);
+        rec.push(c.update(take === p.length ? p : p.subarray(off, off + take)));
+        at += take;
         off += take;
         if (off === p.length) { i++; off = 0; }
       }
       c.final();
-      c.getAuthTag().copy(rec, RECORD_HEADER + n);
+      rec.push(c.getAuthTag());
       out.push(rec);
     }
     return out;
+  }
+
+  /** As sealv(), each record gathered into one buffer (with `headroom` free bytes in front). */
+  seal(input: Buffer | Buffer[]): Buffer[] {
+    return this.sealv(input).map((rec) => {
+      let n = 0;
+      for (const b of rec) n += b.length;
+      const o = Buffer.allocUnsafe(this.headroom + n).subarray(this.headroom);
+      let at = 0;
+      for (const b of rec) at += b.copy(o, at);
+      return o;
+    });
   }
 }
 
@@ -194,8 +209,27 @@ export class Opener {
     return this.want ? RECORD_HEADER + this.length + TAG_SIZE - this.want : this.headerHave;
   }
 
-  /** Feed bytes; returns the plaintext of every record completed. Throws SealError (for good). */
+  /** Feed bytes; returns the plaintext of every record completed, one buffer each. Throws SealError (for good). */
   push(chunk: Buffer, out: Buffer[] = []): Buffer[] {
+    for (const p of this.pushv(chunk)) {
+      if (p.length === 1 && !this.headroom) out.push(p[0]!);
+      else {
+        let n = 0;
+        for (const b of p) n += b.length;
+        const o = Buffer.allocUnsafe(this.headroom + n);
+        let at = this.headroom;
+        for (const b of p) at += b.copy(o, at);
+        out.push(o.subarray(this.headroom));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * As push(), each record's plaintext as the list of pieces the decipher gave (one per input
+   * chunk it spanned): nothing gathered.
+   */
+  pushv(chunk: Buffer, out: Buffer[][] = []): Buffer[][] {
     if (this.failed) throw new SealError('sealed stream already failed');
     let off = 0;
     try {
@@ -244,15 +278,8 @@ export class Opener {
           throw new SealError('sealed record failed its authentication tag');
         }
         this.decipher = null;
-        const p = this.plain;
+        out.push(this.plain);
         this.plain = [];
-        if (p.length === 1 && !this.headroom) out.push(p[0]);
-        else {
-          const o = Buffer.allocUnsafe(this.headroom + this.length);
-          let at = this.headroom;
-          for (const piece of p) at += piece.copy(o, at);
-          out.push(o.subarray(this.headroom));
-        }
       }
     } catch (err) {
       this.failed = true;

@@ -234,6 +234,21 @@ export class Session {
     this.scheduleFlush();
     return off < buf.length ? buf.subarray(off) : null;
   }
+  /** @internal one DATA frame whose payload is `pieces` (Stream.writev() checked window and size). */
+  _sendPieces(s: Stream, pieces: Buffer[], total: number): void {
+    const h = Buffer.allocUnsafe(HEADER_SIZE);
+    writeHeader(h, 0, FrameType.DATA, 0, s.id, total);
+    this.out.push(h, ...pieces);
+    if (this.opts.clearData && s.sentBytes >= s.sealedFrom) {
+      const clear = (this.clearOut ??= new Set());
+      for (const p of pieces) clear.add(p);
+    }
+    s.sentBytes += total;
+    this.bytesOut += HEADER_SIZE + total;
+    this.outBytes += HEADER_SIZE + total;
+    s.sendWindow -= total;
+    this.scheduleFlush();
+  }
   _sendFin(s: Stream): void {
     this.push(encodeFrame(FrameType.FIN, 0, s.id));
   }

@@ -101,6 +101,23 @@ export class Stream {
     return false;
   }
 
+  /**
+   * Queue one record given as pieces (Sealer.sealv()): one DATA frame with the pieces as its
+   * payload when the window takes it whole, so nothing is gathered; otherwise joined and queued as
+   * write() would. Returns as write() does.
+   */
+  writev(pieces: Buffer[]): boolean {
+    let total = 0;
+    for (const p of pieces) total += p.length;
+    if (this.state === 'closed' || this.localEnded) return false;
+    if (this.pendingBytes > 0 || !this.sendable || this.sendWindow < total || total > this.session.maxFrame
+      || (this.sealedFrom !== Infinity && this.sentBytes < this.sealedFrom)) return this.write(Buffer.concat(pieces, total));
+    this.session._sendPieces(this, pieces, total);
+    if (!this.session.blocked) return true;
+    this.session._waitForTransport(this);
+    return false;
+  }
+
   /** Half-close: no more data from us; the peer still may send. */
   end(): void {
     if (this.state === 'closed' || this.localEnded || this.finQueued) return;

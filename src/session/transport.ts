@@ -55,18 +55,29 @@ export class TransportSealer {
     const out: Buffer[] = [];
     let run: Buffer[] = [];
     let runBytes = 0;
+    // Clear buffers back to back (one payload in pieces) follow one record together.
+    let clearRun: Buffer[] = [];
+    let clearBytes = 0;
+    const flush = () => {
+      if (!runBytes && !clearBytes) return;
+      this.record(run, runBytes, clearBytes, out);
+      for (const c of clearRun) out.push(c);
+      run = [];
+      runBytes = 0;
+      clearRun = [];
+      clearBytes = 0;
+    };
     for (const c of chunks) {
       if (clear?.has(c)) {
-        this.record(run, runBytes, c.length, out);
-        out.push(c);
-        run = [];
-        runBytes = 0;
+        clearRun.push(c);
+        clearBytes += c.length;
       } else if (c.length) {
+        if (clearBytes) flush();
         run.push(c);
         runBytes += c.length;
       }
     }
-    if (runBytes) this.record(run, runBytes, 0, out);
+    flush();
     return out;
   }
 

@@ -27,6 +27,8 @@ function transportPair(o: { client?: Extra; port?: Extra; seed?: number; tamper?
   const kDown = randomBytes(16);
   const closes: Record<'client' | 'port', Array<PortsideError | null>> = { client: [], port: [] };
   const wire: Buffer[] = [];
+  /** What each client-side flush handed the socket, as buffers (identity kept). */
+  const sent: Buffer[][] = [];
   const accepted: Stream[] = [];
   const mk = (role: 'client' | 'client-port', send: Buffer, extra: Extra | undefined, peer: () => Session) => {
     // This direction's two ends: our sealer, the peer's opener.
@@ -52,7 +54,10 @@ function transportPair(o: { client?: Extra; port?: Extra; seed?: number; tamper?
       onClose: (err) => closes[role === 'client' ? 'client' : 'port'].push(err),
       onWrite(chunks, clear) {
         const bufs = sealer.seal(chunks, clear);
-        if (role === 'client') o.tamper?.(clear, bufs);
+        if (role === 'client') {
+          o.tamper?.(clear, bufs);
+          sent.push(bufs);
+        }
         const all = Buffer.concat(bufs);
         wire.push(all);
         setImmediate(() => deliver(all));
@@ -62,7 +67,7 @@ function transportPair(o: { client?: Extra; port?: Extra; seed?: number; tamper?
   const client: Session = mk('client', kUp, o.client, () => port);
   const port: Session = mk('client-port', kDown, { onStream: (s) => { accepted.push(s); port.answer(s, Result.OK); }, ...o.port }, () => client);
   client.established = port.established = true;
-  return { client, port, closes, wire, accepted };
+  return { client, port, closes, wire, sent, accepted };
 }
 
 const turns = async (n = 20) => { for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r)); };
@@ -116,6 +121,37 @@ describe('client session transport: clear DATA', () => {
     const clear = got.filter((g) => g.clear).reduce((a, g) => a + g.n, 0);
     expect(sealed).toBe(3000);
     expect(clear).toBe(500);
+  });
+
+  it('writev(): a record\'s pieces go as one DATA frame, clear, when the window takes it whole; joined when it does not', async () => {
+    const p = transportPair({ client: { window: 100_000 }, port: { window: 100_000 } });
+    const s = p.client.open('0.0.0.0', 0, Buffer.alloc(32, 1));
+    await turns(3);
+    const far = p.accepted[0]!;
+    far.acceptsClear = true;
+    const got: Array<{ b: Buffer; clear: boolean }> = [];
+    far.ondata = (b, clear) => { got.push({ b: Buffer.from(b), clear: clear === true }); };
+    s.sealFromHere();
+    const rec = [Buffer.from('HEAD'), randomBytes(60_000), Buffer.from('TAG-TAG-TAG-TAG!')];
+    const sentBefore = p.sent.length;
+    expect(s.writev(rec)).toBe(true);
+    await turns();
+    // One transport record (the frame header) followed by the three pieces themselves, in one write.
+    expect(p.sent.slice(sentBefore)).toHaveLength(1);
+    const out = p.sent[sentBefore]!;
+    expect(out).toHaveLength(4);
+    rec.forEach((piece, i) => expect(out[i + 1]).toBe(piece));
+    expect(Buffer.concat(got.map((g) => g.b))).toEqual(Buffer.concat(rec));
+    expect(got.every((g) => g.clear)).toBe(true);
+    // 60 020 of the 100 000 window are used: the next record does not fit whole, and is joined.
+    got.length = 0;
+    const rec2 = [Buffer.from('HEAD'), randomBytes(60_000), Buffer.from('TAG-TAG-TAG-TAG!')];
+    expect(s.writev(rec2)).toBe(false);
+    far.consumed(60_020 + 60_020);
+    await turns();
+    expect(p.sent.flat().includes(rec2[1]!)).toBe(false); // joined into a buffer of its own
+    expect(Buffer.concat(got.map((g) => g.b))).toEqual(Buffer.concat(rec2));
+    expect(got.every((g) => g.clear)).toBe(true);
   });
 
   it('clear bytes for a stream that takes only sealed ones end the session with PS_ERR_PROTOCOL', async () => {
