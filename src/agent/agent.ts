@@ -268,7 +268,9 @@ export class ClientAgent {
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           sock.destroy();
-          this.log.debug({ event: 'agent.session_closed', code: err?.code, reason: err?.message }, 'session to the outside relay ended');
+          // Ending is ordinary (the relay went away, we stopped); a broken session is not.
+          if (err && err.code !== ErrorCode.SESSION_CLOSED) this.log.warn({ event: 'agent.session_closed', code: err.code, reason: err.message }, 'session to the outside relay ended');
+          else this.log.debug({ event: 'agent.session_closed', code: err?.code, reason: err?.message }, 'session to the outside relay ended');
         },
       }, KEEPALIVE, keys);
       sock.resume();

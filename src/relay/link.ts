@@ -131,8 +131,9 @@ function openInto(socket: Socket, session: Session, opener: TransportOpener, chu
   try {
     opener.push(chunk, deliver ?? ((b, clear) => session.parse(b, clear)));
   } catch (err) {
-    session.close(err as PortsideError);
-    socket.destroy();
+    // Our direction still works: tell the peer why before closing.
+    session.fail(err as PortsideError);
+    socket.destroySoon();
   }
 }
 const kInPlace = Symbol('inPlace');

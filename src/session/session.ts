@@ -290,7 +290,8 @@ export class Session {
     this.schedule(this.flushFn, this.outBytes);
   }
 
-  private fail(err: PortsideError): void {
+  /** End the session for a violation: GOAWAY with its result to the peer, then close with it. */
+  fail(err: PortsideError): void {
     if (this.closed) return;
     const msg = Buffer.from(err.message.slice(0, 512), 'utf8');
     this.push(encodeFrame(FrameType.GOAWAY, 0, 0, Buffer.concat([Buffer.of(err.result), msg])));

@@ -269,6 +269,54 @@ describe('client port and agent (loopback, in process)', () => {
     }
   });
 
+  it('a session record changed in flight ends that session with PS_ERR_SESSION_AUTH at both ends; the agent\'s next connection dials a new one', async () => {
+    const lines: Array<{ event?: string; code?: string }> = [];
+    const capture = () => new Writable({ write(c, _e, cb) { for (const l of String(c).split('\n')) if (l) lines.push(JSON.parse(l)); cb(); } });
+    const cp = ClientPort.forConfig(outside, createLogger('info', 'port', capture()))!;
+    const p = (await cp.start()).port;
+    // A TCP proxy between agent and client port that can change one byte going up.
+    let flip = false;
+    const proxy = net.createServer((a) => {
+      const b = net.connect(p, '127.0.0.1');
+      a.on('data', (d: Buffer) => {
+        if (flip) { flip = false; d = Buffer.from(d); d[d.length - 1] ^= 0x01; }
+        b.write(d);
+      });
+      b.pipe(a);
+      a.on('error', () => b.destroy());
+      b.on('error', () => a.destroy());
+      a.on('close', () => b.destroy());
+      b.on('close', () => a.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
+      `outside: 127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
+      `outside_fingerprint: "${fingerprint}"`,
+      'username: alice',
+      'password: "right"',
+    ].join('\n')), createLogger('info', 'agent', capture()));
+    try {
+      const first = await agent.open('127.0.0.1', echoPort);
+      const closed = new Promise<void>((r) => first.sock.once('close', () => r()));
+      first.sock.on('error', () => {});
+      first.sock.resume();
+      const session = (agent as unknown as { session: { session: import('../../src/session/session.js').Session } }).session.session;
+      flip = true;
+      session.ping(); // one small record, its tag's last byte changed
+      await closed;
+      expect(session.closed).toBe(true);
+      expect(lines.filter((l) => l.event === 'client.session_closed').map((l) => l.code)).toEqual(['PS_ERR_SESSION_AUTH']);
+      // The agent reads the relay's GOAWAY or the close, and says so.
+      expect(lines.some((l) => l.event === 'agent.session_closed' && typeof l.code === 'string')).toBe(true);
+      const again = await agent.open('127.0.0.1', echoPort);
+      expect((await roundTrip(again.sock, Buffer.from('after'))).toString()).toBe('after');
+    } finally {
+      await agent.stop();
+      proxy.close();
+      await cp.stop();
+    }
+  });
+
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {
     const wrong = (BigInt(`0x${fingerprint}`) ^ 1n).toString(16).padStart(64, '0');
     const err = await agentFor({ fingerprint: wrong }).open('127.0.0.1', echoPort).catch((e: unknown) => e);
