@@ -40,7 +40,10 @@ function writeFile(path, bytes) {
 async function startVsftpd(ctx, rootDir) {
   mkdirSync('/var/run/vsftpd/empty', { recursive: true }); // secure_chroot_dir must exist
   const port = await proc.freePort();
-  const pasvMin = 40000 + Math.floor(Math.random() * 200) * 100;
+  // Above the ephemeral range (Linux default 32768-60999): after the idle rows' tens of thousands
+  // of connections, ports there may still be in TIME_WAIT, and vsftpd answers a PASV/EPSV it
+  // cannot bind with 500.
+  const pasvMin = 61000 + Math.floor(Math.random() * 44) * 100;
   const logFile = ctx.logPath('vsftpd-xfer');
   const cfg = join(ctx.dir, 'vsftpd.conf');
   writeFileSync(cfg, [
