@@ -3,9 +3,10 @@
  * for programs on the client computer (the LD_PRELOAD hook of `portside run` talks to that
  * SOCKS5 server too). Per destination (claim 12) a connection goes
  *   portside — a stream on our one session to the outside relay's client port (its
- *              certificate pinned by SHA-256, src/session/clientshake.ts): SOCKS5 with our username/password, then the
- *              connection's bytes sealed with keys made for it alone (607, src/session/seal.ts;
- *              on a forward the program's first bytes go at once, under an early key);
+ *              certificate pinned by SHA-256, src/session/clientshake.ts): SOCKS5 with our
+ *              username/password, then the connection's bytes sealed with keys made for it
+ *              alone (607, src/session/seal.ts; on a forward the program's first bytes go at
+ *              once, under an early key);
  *   firewall — through the firewall's SOCKS5 directly;
  *   direct   — a plain TCP connection.
  * Every failure is one log line with a distinct code; the local program sees an ordinary

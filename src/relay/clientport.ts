@@ -2,7 +2,8 @@
  * The outside relay's client port (docs/client.md; patent Fig. 6 steps 602-612, [0030], [0034]).
  *
  * A client agent holds one session here (src/session/clientshake.ts: our certificate pinned by its
- * SHA-256 fingerprint, a signed X25519 exchange; then src/session/transport.ts records) and carries each connection as a stream on it (client-connect.req). Each
+ * SHA-256 fingerprint, a signed X25519 exchange; then src/session/transport.ts records) and
+ * carries each connection as a stream on it (client-connect.req). Each
  * connection has keys of its own (607, claim 7): the agent's X25519 share rides in the request,
  * ours follows the SOCKS5 success reply, and from then on the connection's bytes are sealed
  * records (src/session/seal.ts, src/relay/carried.ts). Before that, in the stream, the agent

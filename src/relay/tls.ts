@@ -7,8 +7,6 @@ import tls from 'node:tls';
  * TLS 1.3 PSK in OpenSSL works with the SHA-256 suites only.
  */
 export const TLS_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
-/** The client session (certificate, not PSK): AES-128-GCM first, half the CPU of AES-256-GCM here. */
-export const CLIENT_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384';
 export const EXPORTER_LABEL = 'EXPORTER-portside-trial';
 
 export function serverOptions(pskFor: (identity: string) => Buffer | null): tls.TlsOptions {
