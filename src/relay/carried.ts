@@ -83,6 +83,8 @@ export class CarriedConnection extends Duplex {
    * follows them): they never reach the set-up reader, and are opened first once keys exist.
    */
   private recordsHeld: Buffer[] | null = null;
+  /** The peer's FIN came while records were held. */
+  private endHeld = false;
   /** A write waiting for the stream's window or the session's transport. */
   private writeDone: ((err?: Error | null) => void) | null = null;
   /** Called with the reason when the stream fails (reset by the peer, a bad record). */
@@ -106,11 +108,9 @@ export class CarriedConnection extends Duplex {
       (this.recordsHeld ??= []).push(buf);
     };
     stream.onend = () => {
-      const cut = cutShort(this.opener);
-      if (!cut) return void this.push(null);
-      this.stream.onreset = null;
-      this.stream.reset(cut.result);
-      this.fail(cut);
+      // Records still waiting for our keys come first: the end waits for them (openHeld()).
+      if (this.recordsHeld) this.endHeld = true;
+      else this.remoteEnded();
     };
     stream.ondrain = () => {
       const done = this.writeDone;
@@ -175,6 +175,19 @@ export class CarriedConnection extends Duplex {
     const held = this.recordsHeld;
     this.recordsHeld = null;
     if (held) for (const b of held) this.onStreamData(b);
+    if (this.endHeld) {
+      this.endHeld = false;
+      this.remoteEnded();
+    }
+  }
+
+  /** The peer's FIN, on our readable side: an end, or cut short inside a record. */
+  private remoteEnded(): void {
+    const cut = cutShort(this.opener);
+    if (!cut) return void this.push(null);
+    this.stream.onreset = null;
+    this.stream.reset(cut.result);
+    this.fail(cut);
   }
 
   /**

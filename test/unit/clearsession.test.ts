@@ -197,6 +197,24 @@ describe('client session transport: carried connections', () => {
     c.on('error', reject);
   });
 
+  it('records that arrive before the receiver has the keys are held, never read as set-up bytes, and opened once it has them', async () => {
+    const p = transportPair();
+    const a = newKeyShare();
+    const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
+    await turns(3);
+    const s = p.accepted.at(-1)!;
+    const far = new CarriedConnection(s);
+    const b = newKeyShare();
+    // The agent has the relay's share first and sends at once; the relay seals later.
+    near.seal(a, b.share, 'client');
+    const got = collect(far);
+    near.end(Buffer.from('sent before the relay had its keys'));
+    await turns();
+    expect(far.read()).toBeNull(); // nothing reached the set-up reader
+    far.seal(b, s.extra!, 'client-port');
+    expect((await got).toString()).toBe('sent before the relay had its keys');
+  });
+
   it('connections flow both ways; no byte of theirs is on the wire in the clear', async () => {
     const p = transportPair();
     const x = await connect(p);
