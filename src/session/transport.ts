@@ -131,7 +131,8 @@ export class TransportOpener {
 
   /** Bytes held for a record not yet complete. */
   get buffered(): number {
-    return this.state === State.Clear ? 0 : this.have;
+    if (this.state === State.Clear) return 0;
+    return this.state === State.Body ? TRANSPORT_HEADER + this.have : this.have;
   }
 
   /** Feed bytes. Throws TransportError (for good) on a bad record. */
