@@ -209,7 +209,7 @@ export class CarriedConnection extends Duplex {
     };
     if (!this.upStarted) this.startUp(inside);
     this.upFailed = (e) => finish(e.result, e.message);
-    // inside → client: the relays' session delivers a frame one TLS record (16 KiB) at a time; a loop
+    // inside → client: the relays' session delivers a frame a TLS record (16 KiB) at a time; a loop
     // turn's pieces are sealed as one record (one cipher, one frame, one write). A lone small
     // piece goes at once (latency).
     let batch: Buffer[] = [];
@@ -299,7 +299,8 @@ export class CarriedConnection extends Duplex {
   }
 
   /**
-   * Our stream's records opened and handed to `write`, each as the pieces the decipher gave (no gathering copy); the stream is granted its window back only
+   * Our stream's records opened and handed to `write`, each as the pieces the decipher gave (no
+   * gathering copy); the stream is granted its window back only
    * once `write` has taken the plaintext (at once, or when the returned function is called on the
    * taker's drain). A bad record: `fail`, after our reset handler is dropped.
    */

@@ -32,7 +32,7 @@ export interface SessionOptions {
   role: Role;
   /**
    * Bytes out. Called with a batch of buffers to write in order; with `clearData`, `clear` names
-   * the buffers that are pre-sealed DATA payloads.
+   * (by identity) the buffers that are pre-sealed DATA payloads.
    */
   onWrite: (chunks: Buffer[], clear?: ReadonlySet<Buffer>) => void;
   /**
