@@ -4,7 +4,7 @@ export type Logger = pino.Logger;
 
 /**
  * Structured logs, one JSON object per line on stdout. Milestones carry an `event` field
- * (docs/operations.md); errors carry the stable `code`. Secrets are redacted by path.
+ * (README, "Logs"); errors carry the stable `code` (docs/errors.md). Secrets are redacted by path.
  */
 export function createLogger(level = 'info', name = 'portside', dest?: pino.DestinationStream): Logger {
   return pino(
