@@ -51,17 +51,19 @@ export function decodeBackOffer(b: Buffer): BackOffer {
 export class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
-  private ended: Error | null = null;
+  /** Why no more bytes will come; the error is made only if a read is refused by it (stack traces cost). */
+  private endReason: (() => Error) | null = null;
+  private endError: Error | null = null;
   /** Bytes read so far (0: the peer never spoke). */
   received = 0;
   private readonly onData = (b: Buffer) => {
     this.received += b.length;
     this.buf = this.buf.length ? Buffer.concat([this.buf, b]) : b;
-    if (this.buf.length > 4096) this.fail(new PortsideError(ErrorCode.PROTOCOL, 'SOCKS5 handshake too long', Result.PROTOCOL_ERROR));
+    if (this.buf.length > 4096) this.fail(() => new PortsideError(ErrorCode.PROTOCOL, 'SOCKS5 handshake too long', Result.PROTOCOL_ERROR));
     this.serve();
   };
-  private readonly onEnd = () => this.fail(new PortsideError(ErrorCode.CONNECT_FAILED, 'peer closed during the SOCKS5 handshake', Result.CONNECTION_REFUSED));
-  private readonly onError = (e: Error) => this.fail(new PortsideError(ErrorCode.CONNECT_FAILED, `during the SOCKS5 handshake: ${e.message}`, Result.CONNECTION_REFUSED, { cause: e }));
+  private readonly onEnd = () => this.fail(() => new PortsideError(ErrorCode.CONNECT_FAILED, 'peer closed during the SOCKS5 handshake', Result.CONNECTION_REFUSED));
+  private readonly onError = (e: Error) => this.fail(() => new PortsideError(ErrorCode.CONNECT_FAILED, `during the SOCKS5 handshake: ${e.message}`, Result.CONNECTION_REFUSED, { cause: e }));
 
   constructor(private readonly sock: Readable) {
     sock.on('data', this.onData);
@@ -89,14 +91,14 @@ export class ByteReader {
       const out = this.buf.subarray(0, w.n);
       this.buf = this.buf.subarray(w.n);
       w.resolve(out);
-    } else if (this.ended) {
+    } else if (this.endReason) {
       this.want = null;
-      w.reject(this.ended);
+      w.reject((this.endError ??= this.endReason()));
     }
   }
 
-  private fail(e: Error): void {
-    if (!this.ended) this.ended = e;
+  private fail(reason: () => Error): void {
+    this.endReason ??= reason;
     this.serve();
   }
 

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createCipheriv } from 'node:crypto';
 import { ErrorCode } from '../../src/errors.js';
-import { KEY_CHANGE, MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, deriveEarlyKey, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
+import { KEY_CHANGE, MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, agree, deriveEarlyKey, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
 import { rng } from '../support/rng.js';
 
 function keys() {
@@ -33,6 +33,19 @@ describe('per-connection key agreement', () => {
     const k2 = keys();
     expect(k2.client.send.equals(k1.client.send)).toBe(false);
     expect(k2.a.share.equals(k1.a.share)).toBe(false);
+  });
+
+  it('a share buffer used again with other bytes gets the key of its new bytes (the import cache checks them)', () => {
+    const own = newKeyShare();
+    const a = newKeyShare();
+    const b = newKeyShare();
+    const buf = Buffer.from(a.share);
+    const first = agree(own.privateKey, buf);
+    expect(agree(own.privateKey, buf).equals(first)).toBe(true); // from the cache
+    b.share.copy(buf);
+    const second = agree(own.privateKey, buf);
+    expect(second.equals(first)).toBe(false);
+    expect(second.equals(agree(b.privateKey, own.share))).toBe(true);
   });
 
   it('refuses a short share and a low-order (all-zero) share with PS_ERR_STREAM_AUTH', () => {
