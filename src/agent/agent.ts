@@ -237,6 +237,8 @@ export class ClientAgent {
       const keys = await dialClientSession(sock, this.cfg.fingerprint, Math.max(1, deadline - Date.now())).catch((err: PortsideError) => {
         if (err.code === ErrorCode.FINGERPRINT_MISMATCH) throw new AgentError(err.code, `outside relay ${where} ${err.message}`, Rep.GENERAL_FAILURE);
         if (err.code === ErrorCode.SESSION_AUTH) throw new AgentError(err.code, `outside relay ${where}: ${err.message}`, Rep.GENERAL_FAILURE);
+        // Connected, then closed before answering: full (clients.max_sessions), or not a client port.
+        if (err.code === ErrorCode.SESSION_CLOSED) throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} closed the connection without answering our handshake (clients.max_sessions reached there, or not a portside client port: \`outside\` must name the outside relay's \`clients.listen\`)`, Rep.HOST_UNREACHABLE);
         throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ${where} unreachable: ${err.message}`, Rep.HOST_UNREACHABLE);
       });
       return { sock, keys };

@@ -77,11 +77,16 @@ export function answerHello(hello: Buffer, own: KeyShare, certDer: Buffer, certK
 export function readReply(buf: Buffer, hello: Buffer, own: KeyShare, pinned: string, fingerprint: (der: Buffer) => string): { keys: TransportKeys; used: number; fingerprint: string } | null {
   if (buf.length < 2) return null;
   const certLen = buf.readUInt16BE(0);
-  if (certLen === 0 || certLen > MAX_CERT) throw new ClientShakeError(`not a portside client port (certificate of ${certLen} bytes)`);
+  if (certLen === 0 || certLen > MAX_CERT) throw new ClientShakeError(`not a portside client port: it answered ${sentBy(buf)}`);
+  if (buf.length < 3) return null;
+  // A TLS record (alert or handshake: type, version 3.x) where a certificate (DER, 0x30) should start.
+  if ((buf[0] === 0x15 || buf[0] === 0x16) && buf[1] === 0x03 && buf[2]! <= 0x04) {
+    throw new ClientShakeError('not a portside client port: it answered with TLS (is `outside` the relays\' session port rather than the client port, `clients.listen`?)');
+  }
   const sigAt = 2 + certLen + SHARE_SIZE;
   if (buf.length < sigAt + 2) return null;
   const sigLen = buf.readUInt16BE(sigAt);
-  if (sigLen === 0 || sigLen > MAX_SIG) throw new ClientShakeError(`not a portside client port (signature of ${sigLen} bytes)`);
+  if (sigLen === 0 || sigLen > MAX_SIG) throw new ClientShakeError(`not a portside client port: its answer has a signature of ${sigLen} bytes`);
   const used = sigAt + 2 + sigLen;
   if (buf.length < used) return null;
   const der = buf.subarray(2, 2 + certLen);
@@ -97,6 +102,13 @@ export function readReply(buf: Buffer, hello: Buffer, own: KeyShare, pinned: str
   }
   if (!ok) throw new ClientShakeError('the outside relay did not sign the handshake with its certificate key');
   return { keys: keysOf(agreeOrFail(own, relayShare), th, 'client'), used, fingerprint: got };
+}
+
+/** What a peer sent, for an error message: its text if it is text (a banner), else its first bytes in hex. */
+function sentBy(buf: Buffer): string {
+  const head = buf.subarray(0, 40);
+  const text = head.toString('latin1');
+  return /^[\x20-\x7e]+[\r\n]*/.test(text) && /^[\x20-\x7e\r\n]*$/.test(text) ? `'${text.replace(/[\r\n].*$/s, '')}'` : `0x${head.subarray(0, 8).toString('hex')}…`;
 }
 
 function agreeOrFail(own: KeyShare, peer: Buffer): Buffer {

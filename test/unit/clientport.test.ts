@@ -35,6 +35,7 @@ describe('client port and agent (loopback, in process)', () => {
   let echo: net.Server;
   let echoPort: number;
   let fingerprint: string;
+  let sessionPort: number;
 
   const agentFor = (o: { fingerprint?: string; password?: string; port?: number } = {}) => new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
     `outside: 127.0.0.1:${o.port ?? clientPort}`,
@@ -80,6 +81,7 @@ describe('client port and agent (loopback, in process)', () => {
     outside = new OutsideRelay(outsideConfig('outside.yaml', key, ['  allow:', '    destinations: ["127.0.0.0/8"]']), log);
     attachDynamicOutside(outside);
     const sess = await outside.start();
+    sessionPort = sess.port;
     port = ClientPort.forConfig(outside, log)!;
     clientPort = (await port.start()).port;
     inside = new InsideRelay(loadInsideConfig(join(dir, 'inside.yaml'), [
@@ -315,6 +317,15 @@ describe('client port and agent (loopback, in process)', () => {
       proxy.close();
       await cp.stop();
     }
+  });
+
+  it('an agent pointed at the relays\' session port (TLS) instead of the client port is told what to check', async () => {
+    const err = await agentFor({ port: sessionPort }).open('127.0.0.1', echoPort).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AgentError);
+    expect((err as AgentError).code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+    expect((err as AgentError).message).toContain('closed the connection without answering our handshake');
+    expect((err as AgentError).message).toContain('clients.listen');
+    expect((err as AgentError).message).not.toContain('within'); // the close, not the deadline
   });
 
   it('refuses an outside relay whose certificate does not match the pinned fingerprint', async () => {

@@ -165,6 +165,16 @@ describe('client handshake: a reply that does not prove the pinned relay', () =>
     expect(codeOf(() => readReply(reply, hello, agent, relayId.fingerprint, certFingerprint))).toBe(ErrorCode.SESSION_AUTH);
   });
 
+  it('a TLS server or a server with a banner (SSH) is named in the error, not waited for', () => {
+    const { agent, hello } = shake();
+    const read = (b: Buffer) => () => readReply(b, hello, agent, relayId.fingerprint, certFingerprint);
+    const tlsAlert = Buffer.from('150303000202', 'hex'); // what a TLS server answers to our hello
+    expect(codeOf(read(tlsAlert))).toBe(ErrorCode.SESSION_AUTH);
+    expect(() => read(tlsAlert)()).toThrow(/answered with TLS .*clients\.listen/);
+    expect(() => read(Buffer.from('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n'))()).toThrow("not a portside client port: it answered 'SSH-2.0-OpenSSH_9.2p1 Debian-2'");
+    expect(() => read(Buffer.from('ffee0102030405060708', 'hex'))()).toThrow('it answered 0xffee010203040506…');
+  });
+
   it('a certificate length of 0 or over 16 KiB, or a signature length of 0 or over 512: PS_ERR_SESSION_AUTH from the length alone', () => {
     const { agent, hello } = shake();
     const read = (b: Buffer) => () => readReply(b, hello, agent, relayId.fingerprint, certFingerprint);
