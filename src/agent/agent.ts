@@ -22,7 +22,7 @@ import type { Logger } from '../log.js';
 import { dial } from '../relay/firewall.js';
 import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
 import { dialClientSession } from '../relay/clientlink.js';
-import type { TransportKeys } from '../session/transport.js';
+import type { ClientSessionKeys } from '../session/clientshake.js';
 import { sessionOverSocket } from '../relay/link.js';
 import { joinSockets } from '../relay/pipe.js';
 import { FrameType } from '../session/frame.js';
@@ -59,8 +59,8 @@ function connectError(rep: number, target: string): AgentError {
   }
 }
 
-/** Our session to the client port; `share`: the relay's key share for it, once INIT_ACK brought it. */
-interface ClientSession { session: Session; sock: net.Socket; share: Buffer | null }
+/** Our session to the client port; `early`: its secret for early records (from the handshake). */
+interface ClientSession { session: Session; sock: net.Socket; early: Buffer }
 
 /** Keep-alive on the client session: a dead outside relay is noticed within the timeout. */
 const KEEPALIVE = { intervalMs: 15_000, timeoutMs: 45_000 };
@@ -216,7 +216,7 @@ export class ClientAgent {
    * (its certificate pinned, src/session/clientshake.ts): the socket (paused) and the session's
    * transport keys. Exported for tests.
    */
-  async connectOutside(): Promise<{ sock: net.Socket; keys: TransportKeys }> {
+  async connectOutside(): Promise<{ sock: net.Socket; keys: ClientSessionKeys }> {
     const { host, port } = this.outside;
     const where = joinHostPort(host, port);
     const sock = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
@@ -255,19 +255,9 @@ export class ClientAgent {
   private clientSession(): Promise<ClientSession> {
     if (this.session && !this.session.session.closed) return Promise.resolve(this.session);
     this.dialing ??= this.connectOutside().then(({ sock, keys }) => {
-      const entry: ClientSession = { sock, session: null as unknown as Session, share: null };
+      const entry: ClientSession = { sock, session: null as unknown as Session, early: keys.early };
       entry.session = sessionOverSocket(sock, {
         role: 'client',
-        // INIT_ACK: the relay's share for early records; until it comes, connections wait for the answer.
-        onControl: (f) => {
-          if (f.type !== FrameType.INIT_ACK) return;
-          try {
-            const share = Buffer.from((JSON.parse(f.payload.toString('utf8')) as { share?: string }).share ?? '', 'base64url');
-            if (share.length === SHARE_SIZE) entry.share = share;
-          } catch {
-            // an INIT_ACK without a share: no early data on this session
-          }
-        },
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           sock.destroy();
@@ -295,12 +285,12 @@ export class ClientAgent {
 
   /**
    * Start a connection through portside: a stream on our session, the SOCKS5 messages, and the
-   * answer read in the background (`answered`). With the relay's session share (INIT_ACK) the
-   * connection is in early mode: the messages ride in client-connect.req and the program's
-   * bytes may follow at once, sealed under the early key (docs/protocol.md, "Early data").
+   * answer read in the background (`answered`). The connection is in early mode: the messages
+   * ride in client-connect.req and the program's bytes may follow at once, sealed under the early
+   * key (docs/protocol.md, "Early data").
    */
-  private async startPortside(host: string, port: number): Promise<{ sock: CarriedConnection; answered: Promise<void>; early: boolean }> {
-    const { session, sock: tlsSock, share: sessionShare } = await this.clientSession();
+  private async startPortside(host: string, port: number): Promise<{ sock: CarriedConnection; answered: Promise<void> }> {
+    const { session, sock: tlsSock, early: sessionSecret } = await this.clientSession();
     const target = joinHostPort(host, port);
     // 607: a key exchange for this connection alone; our share rides in the request.
     const own = takeKeyShare();
@@ -317,10 +307,9 @@ export class ClientAgent {
     const messages = Buffer.concat([Buffer.of(5, 1, 2), userPassMessage(this.cfg.username, this.cfg.password), request]);
     let sock: CarriedConnection;
     try {
-      const extra = sessionShare ? Buffer.concat([own.share, Buffer.of(EARLY_MODE), messages]) : own.share;
+      const extra = Buffer.concat([own.share, Buffer.of(EARLY_MODE), messages]);
       sock = new CarriedConnection(session.open('0.0.0.0', 0, extra), { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
-      if (sessionShare) sock.sealEarly(deriveEarlyKey(own, sessionShare, 'client'));
-      else sock.write(messages);
+      sock.sealEarly(deriveEarlyKey(sessionSecret, own.share));
     } catch (err) {
       throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `session to the outside relay ended: ${(err as Error).message}`, Rep.GENERAL_FAILURE);
     }
@@ -348,7 +337,7 @@ export class ClientAgent {
       // The outside relay's key share; whatever follows it is already sealed.
       const share = await r.read(SHARE_SIZE);
       sock.seal(own, share, 'client', r.take());
-      this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id, early: !!sessionShare }, 'connection sealed with its own keys');
+      this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id, early: true }, 'connection sealed with its own keys');
     })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`).catch((err) => {
       sock.destroy();
       if (err instanceof AgentError) throw err;
@@ -358,7 +347,7 @@ export class ClientAgent {
       throw new AgentError(ErrorCode.OUTSIDE_UNREACHABLE, `outside relay ended the connection to ${target}: ${e.message}`, Rep.GENERAL_FAILURE);
     });
     answered.catch(() => {}); // each caller handles it
-    return { sock, answered, early: !!sessionShare };
+    return { sock, answered };
   }
 
   private fail(err: unknown, host: string, port: number, from: string): AgentError {
@@ -410,11 +399,10 @@ export class ClientAgent {
       if (!s.destroyed) s.resetAndDestroy();
     };
     if (routeFor(this.cfg.routes, host, port) === 'portside') {
-      // The program's bytes need not wait for the answer: joined at once (early data when the
-      // session allows it); a refusal resets the program's connection.
-      this.startPortside(host, port).then(async ({ sock, answered, early }) => {
-        if (!early) await answered; // no session share yet: nothing can be sealed before the answer
-        else answered.catch(reset);
+      // The program's bytes need not wait for the answer: joined at once (early data); a refusal
+      // resets the program's connection.
+      this.startPortside(host, port).then(({ sock, answered }) => {
+        answered.catch(reset);
         if (gone) { sock.destroy(); return; }
         this.join(s, sock as unknown as net.Socket);
       }).catch(reset);

@@ -165,9 +165,9 @@ export class CarriedConnection extends Duplex {
    * side, within the stream's window, until bridge()); the record marked KEY_CHANGE switches to
    * the connection's own key. seal() later starts our direction with the same keys.
    */
-  openEarly(own: KeyShare, agentShare: Buffer, sessionKey: KeyShare): void {
+  openEarly(own: KeyShare, agentShare: Buffer, sessionSecret: Buffer): void {
     this.keys = deriveStreamKeys(own, agentShare, 'client-port');
-    this.opener = new Opener(deriveEarlyKey(sessionKey, agentShare, 'client-port'), HEADER_SIZE, this.keys.recv);
+    this.opener = new Opener(deriveEarlyKey(sessionSecret, agentShare), HEADER_SIZE, this.keys.recv);
     this.openHeld();
   }
 

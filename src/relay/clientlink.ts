@@ -6,9 +6,8 @@
 import type { Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
-import { HELLO_SIZE, answerHello, encodeHello, parseHello, readReply } from '../session/clientshake.js';
+import { HELLO_SIZE, answerHello, encodeHello, parseHello, readReply, type ClientSessionKeys } from '../session/clientshake.js';
 import { newKeyShare } from '../session/seal.js';
-import type { TransportKeys } from '../session/transport.js';
 import { certFingerprint } from '../agent/cert.js';
 
 /**
@@ -53,7 +52,7 @@ function collect<T>(sock: Socket, timeoutMs: number, what: string, parse: (buf: 
 }
 
 /** The outside relay's side: read the agent's hello, answer it, return the session's keys. */
-export function acceptClientSession(sock: Socket, certDer: Buffer, certKey: KeyObject, timeoutMs: number): Promise<TransportKeys> {
+export function acceptClientSession(sock: Socket, certDer: Buffer, certKey: KeyObject, timeoutMs: number): Promise<ClientSessionKeys> {
   return collect(sock, timeoutMs, 'client session hello', (buf) => {
     if (!parseHello(buf)) return null;
     const { reply, keys } = answerHello(buf, newKeyShare(), certDer, certKey);
@@ -63,7 +62,7 @@ export function acceptClientSession(sock: Socket, certDer: Buffer, certKey: KeyO
 }
 
 /** The agent's side on a connected socket: hello, then the relay's signed reply, checked against `pinned`. */
-export function dialClientSession(sock: Socket, pinned: string, timeoutMs: number): Promise<TransportKeys> {
+export function dialClientSession(sock: Socket, pinned: string, timeoutMs: number): Promise<ClientSessionKeys> {
   const own = newKeyShare();
   const hello = encodeHello(own);
   sock.write(hello);

@@ -13,7 +13,7 @@
  *   - auth: users — check the password against our users file;
  * then send inside-connect.req to the inside relay that reaches the destination (608) and only
  * after inside-connect.rsp OK answer the agent's CONNECT with success (611-612). In early mode
- * (our session share from INIT_ACK) the SOCKS5 messages ride in the request and the agent's first
+ * (the session's early secret, from its handshake) the SOCKS5 messages ride in the request and the agent's first
  * bytes, sealed under the early key, follow at once; we pass them on once the password has been
  * judged (docs/protocol.md, "Early data").
  */
@@ -32,14 +32,14 @@ import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAu
 import { UserFile } from '../agent/users.js';
 import { certFingerprint } from '../agent/cert.js';
 import { FrameType, type Frame } from '../session/frame.js';
-import { EARLY_MODE, SHARE_SIZE, newKeyShare, type KeyShare } from '../session/seal.js';
+import { EARLY_MODE, SHARE_SIZE, type KeyShare } from '../session/seal.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { CarriedConnection, takeKeyShare } from './carried.js';
 import { sessionOverSocket } from './link.js';
 import { acceptClientSession } from './clientlink.js';
 import { MAX_CERT } from '../session/clientshake.js';
-import type { TransportKeys } from '../session/transport.js';
+import type { ClientSessionKeys } from '../session/clientshake.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, joinSockets } from './pipe.js';
 
@@ -81,8 +81,8 @@ export class ClientPort {
   /** Passive data listeners opened for agents' control connections, by port. */
   private readonly passive = new Map<number, PassiveWait>();
   private readonly sockets = new Set<net.Socket>();
-  /** Our key share for each agent session (INIT_ACK), for early records. */
-  private readonly sessionKeys = new WeakMap<Session, KeyShare>();
+  /** Each agent session's early secret (from its handshake), for early records. */
+  private readonly earlySecrets = new WeakMap<Session, Buffer>();
   private readonly log: Logger;
 
   constructor(private readonly relay: OutsideRelay, readonly cfg: ClientsConfig, baseDir: string, log: Logger) {
@@ -158,7 +158,7 @@ export class ClientPort {
    * connection. A protocol violation ends the session (GOAWAY with the code); a bad connection
    * only resets its own stream.
    */
-  private onSession(sock: net.Socket, keys: TransportKeys): void {
+  private onSession(sock: net.Socket, keys: ClientSessionKeys): void {
     const agent = joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0);
     const log = this.log.child({ agent });
     const limits = this.relay.cfg.limits;
@@ -173,6 +173,7 @@ export class ClientPort {
         sock.destroy();
       },
     }, { intervalMs: limits.keepalive_interval_ms, timeoutMs: limits.keepalive_timeout_ms }, keys);
+    this.earlySecrets.set(session, keys.early);
     sock.resume();
     // INIT must come within the handshake deadline, like the handshake itself.
     const timer = setTimeout(() => {
@@ -199,10 +200,7 @@ export class ClientPort {
         return;
       }
       session.established = true;
-      // Our key share for this session: agents seal early records with it (docs/protocol.md, "Early data").
-      const key = newKeyShare();
-      this.sessionKeys.set(session, key);
-      session.sendControl(FrameType.INIT_ACK, 0, Buffer.from(JSON.stringify({ v: 1, share: key.share.toString('base64url') })));
+      session.sendControl(FrameType.INIT_ACK, 0, Buffer.from('{"v":1}'));
       log.debug({ event: 'client.session_established' }, 'agent session established');
       return;
     }
@@ -216,7 +214,7 @@ export class ClientPort {
     const extra = stream.extra;
     // The agent's key share; in early mode (a 1 after it) its SOCKS5 messages follow, and the
     // stream carries only sealed records (docs/protocol.md, "Early data").
-    const early = !!extra && extra.length > SHARE_SIZE + 1 && extra[SHARE_SIZE] === EARLY_MODE && this.sessionKeys.has(session);
+    const early = !!extra && extra.length > SHARE_SIZE + 1 && extra[SHARE_SIZE] === EARLY_MODE && session.established;
     if (!extra || (extra.length !== SHARE_SIZE && !early)) {
       log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: 'client-connect.req without a 32-byte key share (or early mode before INIT)' }, 'client connection refused');
       session.answer(stream, Result.PROTOCOL_ERROR);
@@ -237,7 +235,7 @@ export class ClientPort {
     if (early) {
       own = takeKeyShare();
       try {
-        sock.openEarly(own, share, this.sessionKeys.get(session)!);
+        sock.openEarly(own, share, this.earlySecrets.get(session)!);
       } catch (err) {
         log.warn({ event: 'client.failed', code: ErrorCode.STREAM_AUTH, reason: (err as Error).message }, 'client connection refused');
         session.answer(stream, Result.PROTOCOL_ERROR);

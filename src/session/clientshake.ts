@@ -22,6 +22,7 @@ export const MAX_CERT = 16 * 1024;
 const MAX_SIG = 512;
 const CONTEXT = Buffer.from('portside client session v1');
 const INFO = Buffer.from('portside client session keys v1');
+const EARLY_SECRET = 32;
 
 /** The handshake failed: not our protocol, a bad share, a bad signature. */
 export class ClientShakeError extends PortsideError {
@@ -46,15 +47,19 @@ function transcript(hello: Buffer, cert: Buffer, relayShare: Buffer): Buffer {
   return createHash('sha256').update(CONTEXT).update(hello).update(cert).update(relayShare).digest();
 }
 
-function keysOf(secret: Buffer, th: Buffer, side: 'client' | 'client-port'): TransportKeys {
-  const okm = Buffer.from(hkdfSync('sha256', secret, th, INFO, 2 * KEY_SIZE));
+/** The session's transport keys, and its secret for early records (src/session/seal.ts deriveEarlyKey). */
+export interface ClientSessionKeys extends TransportKeys { early: Buffer }
+
+function keysOf(secret: Buffer, th: Buffer, side: 'client' | 'client-port'): ClientSessionKeys {
+  const okm = Buffer.from(hkdfSync('sha256', secret, th, INFO, 2 * KEY_SIZE + EARLY_SECRET));
   const c2p = okm.subarray(0, KEY_SIZE);
-  const p2c = okm.subarray(KEY_SIZE);
-  return side === 'client' ? { send: c2p, recv: p2c } : { send: p2c, recv: c2p };
+  const p2c = okm.subarray(KEY_SIZE, 2 * KEY_SIZE);
+  const early = okm.subarray(2 * KEY_SIZE);
+  return side === 'client' ? { send: c2p, recv: p2c, early } : { send: p2c, recv: c2p, early };
 }
 
 /** The relay's side: its reply to a hello, and the session's keys. */
-export function answerHello(hello: Buffer, own: KeyShare, certDer: Buffer, certKey: KeyObject): { reply: Buffer; keys: TransportKeys } {
+export function answerHello(hello: Buffer, own: KeyShare, certDer: Buffer, certKey: KeyObject): { reply: Buffer; keys: ClientSessionKeys } {
   const agentShare = parseHello(hello);
   if (!agentShare) throw new ClientShakeError('hello cut short');
   const secret = agreeOrFail(own, agentShare);
@@ -74,7 +79,7 @@ export function answerHello(hello: Buffer, own: KeyShare, certDer: Buffer, certK
  * is the pinned one (`fingerprint(der)` equals `pinned`) and that it signed this handshake.
  * Returns the keys and how many bytes the reply took.
  */
-export function readReply(buf: Buffer, hello: Buffer, own: KeyShare, pinned: string, fingerprint: (der: Buffer) => string): { keys: TransportKeys; used: number; fingerprint: string } | null {
+export function readReply(buf: Buffer, hello: Buffer, own: KeyShare, pinned: string, fingerprint: (der: Buffer) => string): { keys: ClientSessionKeys; used: number; fingerprint: string } | null {
   if (buf.length < 2) return null;
   const certLen = buf.readUInt16BE(0);
   if (certLen === 0 || certLen > MAX_CERT) throw new ClientShakeError(`not a portside client port: it answered ${sentBy(buf)}`);

@@ -12,7 +12,7 @@
  *
  * The nonce is the record's sequence number (96 bits, big-endian), per direction, so a record
  * dropped, replayed or moved fails the tag. The length header is the AAD. In early mode the
- * agent's first records use an early key (its share × the relay's share for the session), and a
+ * agent's first records use an early key (from the client session's early secret), and a
  * record with KEY_CHANGE in its length changes to the connection's own key (docs/protocol.md,
  * "Early data").
  */
@@ -62,27 +62,13 @@ export function newKeyShare(): KeyShare {
 
 export interface StreamKeys { send: Buffer; recv: Buffer }
 
-/**
- * A peer's share as a key, remembered for the same share object: the outside relay uses an agent's
- * share twice (early key, connection keys), the agent the session share for every connection, and
- * the import costs about 25 µs. The bytes are checked too: a share's buffer is never reused, but
- * a changed one must not get an old key.
- */
-const peerKeys = new WeakMap<Buffer, { bytes: Buffer; key: KeyObject }>();
-function peerKey(share: Buffer): KeyObject {
-  const hit = peerKeys.get(share);
-  if (hit && hit.bytes.equals(share)) return hit.key;
-  const key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: share.toString('base64url') }, format: 'jwk' });
-  peerKeys.set(share, { bytes: Buffer.from(share), key });
-  return key;
-}
-
 /** X25519 with a peer's 32-byte share; a bad or low-order share is a SealError. */
 export function agree(own: KeyObject, peerShare: Buffer): Buffer {
   if (peerShare.length !== SHARE_SIZE) throw new SealError(`key share of ${peerShare.length} bytes, expected ${SHARE_SIZE}`);
   let secret: Buffer;
   try {
-    secret = diffieHellman({ privateKey: own, publicKey: peerKey(peerShare) });
+    const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: peerShare.toString('base64url') }, format: 'jwk' });
+    secret = diffieHellman({ privateKey: own, publicKey: peer });
   } catch (err) {
     throw new SealError(`bad key share: ${(err as Error).message}`);
   }
@@ -108,14 +94,13 @@ const EARLY_INFO = Buffer.from('portside client early v1');
 
 /**
  * The key for a connection's early records (agent → outside relay, before the relay's share for
- * the connection has arrived): X25519 of the agent's share for this connection with the relay's
- * share for the whole session (sent in INIT_ACK). Agent: `own` is its connection share and
- * `peerShare` the session share; relay: the other way round.
+ * the connection has arrived): HKDF of the client session's early secret (from its handshake,
+ * src/session/clientshake.ts) with the agent's share for this connection as salt. No key exchange
+ * of its own: it is as forward-secret as the session.
  */
-export function deriveEarlyKey(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): Buffer {
-  const secret = agree(own.privateKey, peerShare);
-  const [clientShare, portShare] = side === 'client' ? [own.share, peerShare] : [peerShare, own.share];
-  return Buffer.from(hkdfSync('sha256', secret, Buffer.concat([clientShare, portShare]), EARLY_INFO, KEY_SIZE));
+export function deriveEarlyKey(sessionSecret: Buffer, agentShare: Buffer): Buffer {
+  if (agentShare.length !== SHARE_SIZE) throw new SealError(`key share of ${agentShare.length} bytes, expected ${SHARE_SIZE}`);
+  return Buffer.from(hkdfSync('sha256', sessionSecret, agentShare, EARLY_INFO, KEY_SIZE));
 }
 
 /** After the agent's share in client-connect.req: early mode, its SOCKS5 messages follow (docs/protocol.md, "Early data"). */

@@ -255,16 +255,16 @@ describe('carried connections on a client session', () => {
   it('early mode: the program\'s bytes leave before the answer under the early key, then under the connection\'s own key, in order, both ways', async () => {
     const { app, local } = await socketPair();
     const p = clientSessionPair();
-    const sessionKey = newKeyShare(); // the outside relay's share for this session (INIT_ACK)
+    const sessionSecret = randomBytes(32); // the client session's early secret (its handshake)
     const a = newKeyShare();
     const b = newKeyShare();
     let far: CarriedConnection | null = null;
     p.hooks.onStream = (s) => {
       far = new CarriedConnection(s);
-      far.openEarly(b, s.extra!, sessionKey);
+      far.openEarly(b, s.extra!, sessionSecret);
     };
     const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
-    near.sealEarly(deriveEarlyKey(a, sessionKey.share, 'client'));
+    near.sealEarly(deriveEarlyKey(sessionSecret, a.share));
     near.carry(local); // before any answer
     const early = randomBytes(700_000);
     app.write(early);

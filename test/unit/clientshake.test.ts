@@ -66,6 +66,10 @@ describe('client handshake: keys', () => {
     expect(keys.send.equals(relayKeys.recv)).toBe(true);
     expect(keys.recv.equals(relayKeys.send)).toBe(true);
     expect(keys.send.equals(keys.recv)).toBe(false);
+    // The early secret (for early records) is the same at both ends, and none of the keys.
+    expect(keys.early).toHaveLength(32);
+    expect(keys.early.equals(relayKeys.early)).toBe(true);
+    expect(keys.early.subarray(0, 16).equals(keys.send) || keys.early.subarray(0, 16).equals(keys.recv)).toBe(false);
     // The keys work for the record layer in both directions.
     const up: Buffer[] = [];
     new TransportOpener(relayKeys.recv).push(Buffer.concat(new TransportSealer(keys.send).seal([Buffer.from('agent to relay')])), (b) => up.push(b));
