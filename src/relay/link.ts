@@ -35,10 +35,11 @@ export function sessionOverSocket(
       if (socket.destroyed) return;
       // Our own records on a plain socket: one writev per batch.
       const bufs = sealer.seal(chunks, clear);
-      for (const c of chunks) if (!clear?.has(c)) written(c); // sealed into a record of its own
+      // Sealed into records of their own; clear ones are connections' records, never read blocks.
+      for (const c of chunks) if (!clear?.has(c)) written(c);
       let ok = true;
       socket.cork();
-      for (const b of bufs) ok = clear?.has(b) ? socket.write(b, () => written(b)) : socket.write(b);
+      for (const b of bufs) ok = socket.write(b);
       socket.uncork();
       if (!ok) session.setBlocked(true);
     } : (chunks) => {

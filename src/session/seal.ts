@@ -109,7 +109,8 @@ export const EARLY_MODE = 0x01;
 /** Set in a record's length field: this record and those after it are under the next key, from sequence 0. */
 export const KEY_CHANGE = 0x8000_0000;
 
-function nonce(seq: bigint): Buffer {
+/** A record's AES-GCM nonce: its sequence number, 96 bits big-endian (here and in src/session/transport.ts). */
+export function nonce(seq: bigint): Buffer {
   const n = Buffer.alloc(12);
   n.writeBigUInt64BE(seq, 4);
   return n;

@@ -16,7 +16,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { DEFAULT_MAX_FRAME } from './frame.js';
-import { KEY_SIZE, TAG_SIZE } from './seal.js';
+import { KEY_SIZE, TAG_SIZE, nonce } from './seal.js';
 
 const CIPHER = 'aes-128-gcm';
 export const TRANSPORT_HEADER = 8;
@@ -33,12 +33,6 @@ export class TransportError extends PortsideError {
 }
 
 export interface TransportKeys { send: Buffer; recv: Buffer }
-
-function nonce(seq: bigint): Buffer {
-  const n = Buffer.alloc(12);
-  n.writeBigUInt64BE(seq, 4);
-  return n;
-}
 
 /** Session bytes in (frames, some marked clear), transport records out. */
 export class TransportSealer {

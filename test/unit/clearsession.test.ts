@@ -72,18 +72,30 @@ function transportPair(o: { client?: Extra; port?: Extra; seed?: number; tamper?
 
 const turns = async (n = 20) => { for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r)); };
 
+/**
+ * A stream client → port whose far end takes clear bytes and records each piece it is given
+ * (`consume`: grant the window back at once). `first`: written before the far end exists.
+ */
+async function clearStream(p: ReturnType<typeof transportPair>, o: { consume?: boolean; first?: Buffer } = {}) {
+  const s = p.client.open('0.0.0.0', 0, Buffer.alloc(32, 1));
+  if (o.first) s.write(o.first);
+  await turns(3);
+  const far = p.accepted.at(-1)!;
+  far.acceptsClear = true;
+  const got: Array<{ b: Buffer; clear: boolean }> = [];
+  far.ondata = (b, clear) => {
+    got.push({ b: Buffer.from(b), clear: clear === true });
+    if (o.consume !== false) far.consumed(b.length);
+  };
+  return { s, far, got };
+}
+
 describe('client session transport: clear DATA', () => {
   it('bytes written before sealFromHere() travel sealed, those after it as they are, split exactly there, in order', async () => {
     const p = transportPair();
-    const s = p.client.open('0.0.0.0', 0, Buffer.alloc(32, 1));
     const before = Buffer.from('SECRET-SET-UP-'.repeat(50));
     const after = randomBytes(300_000); // stands for sealed records: more than one frame
-    s.write(before.subarray(0, 400));
-    await turns(3);
-    const far = p.accepted[0]!;
-    far.acceptsClear = true;
-    const got: Array<{ b: Buffer; clear: boolean }> = [];
-    far.ondata = (b, clear) => { got.push({ b: Buffer.from(b), clear: clear === true }); far.consumed(b.length); };
+    const { s, got } = await clearStream(p, { first: before.subarray(0, 400) });
     s.write(before.subarray(400));
     s.sealFromHere();
     s.write(after);
@@ -103,34 +115,24 @@ describe('client session transport: clear DATA', () => {
 
   it('bytes queued (window full) when sealFromHere() is called still travel sealed', async () => {
     const p = transportPair({ client: { window: 1000 }, port: { window: 1000 } });
-    const s = p.client.open('0.0.0.0', 0, Buffer.alloc(32, 1));
-    await turns(3);
-    const far = p.accepted[0]!;
-    far.acceptsClear = true;
-    const got: Array<{ n: number; clear: boolean }> = [];
-    far.ondata = (b, clear) => { got.push({ n: b.length, clear: clear === true }); far.consumed(b.length); };
+    const { s, far, got } = await clearStream(p);
     s.write(Buffer.alloc(3000, 0x61)); // 1000 go, 2000 wait for window
     expect(s.bufferedBytes).toBe(2000);
     s.sealFromHere();
     s.write(Buffer.alloc(500, 0x62));
-    for (let i = 0; i < 20 && got.reduce((a, g) => a + g.n, 0) < 3500; i++) {
+    for (let i = 0; i < 20 && got.reduce((a, g) => a + g.b.length, 0) < 3500; i++) {
       far.consumed(0);
       await turns(5);
     }
-    const sealed = got.filter((g) => !g.clear).reduce((a, g) => a + g.n, 0);
-    const clear = got.filter((g) => g.clear).reduce((a, g) => a + g.n, 0);
+    const sealed = got.filter((g) => !g.clear).reduce((a, g) => a + g.b.length, 0);
+    const clear = got.filter((g) => g.clear).reduce((a, g) => a + g.b.length, 0);
     expect(sealed).toBe(3000);
     expect(clear).toBe(500);
   });
 
   it('writev(): a record\'s pieces go as one DATA frame, clear, when the window takes it whole; joined when it does not', async () => {
     const p = transportPair({ client: { window: 100_000 }, port: { window: 100_000 } });
-    const s = p.client.open('0.0.0.0', 0, Buffer.alloc(32, 1));
-    await turns(3);
-    const far = p.accepted[0]!;
-    far.acceptsClear = true;
-    const got: Array<{ b: Buffer; clear: boolean }> = [];
-    far.ondata = (b, clear) => { got.push({ b: Buffer.from(b), clear: clear === true }); };
+    const { s, far, got } = await clearStream(p, { consume: false });
     s.sealFromHere();
     const rec = [Buffer.from('HEAD'), randomBytes(60_000), Buffer.from('TAG-TAG-TAG-TAG!')];
     const sentBefore = p.sent.length;

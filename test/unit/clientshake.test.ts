@@ -8,19 +8,11 @@ import { ErrorCode } from '../../src/errors.js';
 import { ClientShakeError, HELLO_MAGIC, HELLO_SIZE, answerHello, encodeHello, parseHello, readReply } from '../../src/session/clientshake.js';
 import { SHARE_SIZE, newKeyShare } from '../../src/session/seal.js';
 import { TransportOpener, TransportSealer } from '../../src/session/transport.js';
+import { codeOf as codeOfError } from '../support/errors.js';
 
 interface Identity { der: Buffer; key: KeyObject; fingerprint: string }
 
-/** The code of the ClientShakeError fn throws (undefined if it does not throw). */
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClientShakeError);
-    return (err as ClientShakeError).code;
-  }
-  return undefined;
-}
+const codeOf = (fn: () => unknown) => codeOfError(fn, ClientShakeError);
 
 let relayId: Identity;
 let otherId: Identity;

@@ -5,6 +5,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { ErrorCode } from '../../src/errors.js';
 import { KEY_CHANGE, MAX_RECORD, Opener, SHARE_SIZE, SealError, Sealer, TAG_SIZE, deriveEarlyKey, deriveStreamKeys, newKeyShare } from '../../src/session/seal.js';
 import { rng } from '../support/rng.js';
+import { codeOf as codeOfError } from '../support/errors.js';
 
 function keys() {
   const a = newKeyShare();
@@ -12,15 +13,7 @@ function keys() {
   return { client: deriveStreamKeys(a, b.share, 'client'), port: deriveStreamKeys(b, a.share, 'client-port'), a, b };
 }
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(SealError);
-    return (err as SealError).code;
-  }
-  return undefined;
-}
+const codeOf = (fn: () => unknown) => codeOfError(fn, SealError);
 
 describe('per-connection key agreement', () => {
   it('both sides derive the same keys, swapped, and each exchange gives new ones', () => {

@@ -8,17 +8,9 @@ import { ErrorCode } from '../../src/errors.js';
 import { TAG_SIZE } from '../../src/session/seal.js';
 import { MAX_CLEAR, MAX_SEALED, TRANSPORT_HEADER, TransportError, TransportOpener, TransportSealer } from '../../src/session/transport.js';
 import { rng } from '../support/rng.js';
+import { codeOf as codeOfError } from '../support/errors.js';
 
-/** The code of the TransportError fn throws (undefined if it does not throw). */
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TransportError);
-    return (err as TransportError).code;
-  }
-  return undefined;
-}
+const codeOf = (fn: () => unknown) => codeOfError(fn, TransportError);
 
 interface Delivered { bytes: Buffer; clear: boolean }
 
