@@ -187,7 +187,10 @@ async function startDante(ctx, username) {
   writeFileSync(join(d, 'danted.conf'), [
     `logoutput: ${join(d, 'dante.log')}`,
     `internal: 127.0.0.1 port = ${dport}`,
-    'external: 127.0.0.1',
+    // Dante binds each outgoing connection's address before connecting: from 127.0.0.1, where
+    // the idle rows hold ~30 000 ports (and their TIME_WAITs), bind() runs out of ports and
+    // Dante answers "network unreachable". 127.0.0.2 (also loopback) has a port space of its own.
+    'external: 127.0.0.2',
     'clientmethod: none',
     `socksmethod: ${username ? 'username' : 'none'}`,
     'user.privileged: root', // username checks read /etc/shadow

@@ -10,7 +10,12 @@ import net from 'node:net';
 const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => {
   sock.setNoDelay(true);
   sock.on('error', () => sock.destroy());
+  // A peer that closes before sending anything (a firewall's connect check, a probe) must not
+  // leave us half-open, holding a descriptor for the rest of the run.
+  const endEarly = () => sock.end();
+  sock.once('end', endEarly);
   sock.once('data', (first) => {
+    sock.off('end', endEarly);
     const mode = first[0];
     if (mode === 0x53 /* S */) {
       let head = first.subarray(1);
