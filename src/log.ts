@@ -15,6 +15,28 @@ export function createLogger(level = 'info', name = 'portside', dest?: pino.Dest
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: ['key', 'password', '*.password', '*.key', 'firewall.password'], censor: '[secret]' },
     },
-    dest ?? pino.destination({ dest: 1, sync: false }),
+    // Written as they are made: a line per connection handed to a worker thread cost more (a
+    // futex and an event-loop wake-up each) than writing it, and a crash loses no lines.
+    dest ?? pino.destination({ dest: 1, sync: true }),
   );
+}
+
+/**
+ * One connection's fields on every line it logs, without a pino child per connection: a child
+ * is made (its bindings serialised) at once, about 10 µs, and most connections log one line.
+ */
+export class Fields {
+  constructor(readonly log: Logger, readonly fields: Record<string, unknown>) {}
+  with(more: Record<string, unknown>): Fields {
+    return new Fields(this.log, { ...this.fields, ...more });
+  }
+  debug(o: object, msg: string): void {
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ ...this.fields, ...o }, msg);
+  }
+  info(o: object, msg: string): void {
+    this.log.info({ ...this.fields, ...o }, msg);
+  }
+  warn(o: object, msg: string): void {
+    this.log.warn({ ...this.fields, ...o }, msg);
+  }
 }

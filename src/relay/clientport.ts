@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
 import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../errors.js';
-import type { Logger } from '../log.js';
+import { Fields, type Logger } from '../log.js';
 import type { InitData } from '../session/init.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAuthConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
@@ -223,7 +223,7 @@ export class ClientPort {
     const share = extra.subarray(0, SHARE_SIZE);
     const sock = new CarriedConnection(stream, { remoteAddress: tlsSock.remoteAddress, remotePort: tlsSock.remotePort, localAddress: tlsSock.localAddress, localPort: tlsSock.localPort });
     sock.answerLater = () => session.answer(stream, Result.OK);
-    const slog = log.child({ cstream: stream.id });
+    const slog = new Fields(log, { cstream: stream.id });
     sock.onfailure = (err) => {
       if (err.code === ErrorCode.STREAM_AUTH) slog.warn({ event: 'client.stream_failed', code: err.code, reason: err.message }, 'client connection reset: bad sealed record');
     };
@@ -265,7 +265,7 @@ export class ClientPort {
   }
 
   /** `own`: our key share for this connection, when early mode made it ahead (onStream). */
-  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Logger, own?: KeyShare): Promise<void> {
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own?: KeyShare): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -284,7 +284,7 @@ export class ClientPort {
       req.cmd = 1;
     }
     const target = joinHostPort(req.host, req.port);
-    const tlog = log.child({ user: cred.username, target });
+    const tlog = log.with({ user: cred.username, target });
 
     // What the request needs, decided now but told only after the password is judged: a wrong
     // password is refused as such whatever it asked for.
@@ -347,7 +347,7 @@ export class ClientPort {
     const svc = this.ruledService(peer, req.host, req.port);
     const agentHost = sock.remoteAddress!;
     const stream = peer.session.open(req.host, req.port, Buffer.from(JSON.stringify({ client: sock.localAddress, agent: agentHost, user: cred.username, ...(svc && back ? { back: true } : {}) })));
-    const slog = tlog.child({ inside: peer.name, stream: stream.id });
+    const slog = tlog.with({ inside: peer.name, stream: stream.id });
     if (svc) {
       const local = sock.localAddress!;
       const control = { remoteAddress: local, localAddress: local, once: (ev: string, fn: () => void) => sock.once(ev, fn) } as unknown as net.Socket;
@@ -394,7 +394,7 @@ export class ClientPort {
    * its own pinned connection), the connection's token and the announced address; the agent
    * answers one byte (a SOCKS5 reply code) once it has connected to the program's listener.
    */
-  private backConnect(agentHost: string, back: BackOffer, host: string, port: number, log: Logger): Promise<net.Socket> {
+  private backConnect(agentHost: string, back: BackOffer, host: string, port: number, log: Fields): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
       const fail = (code: string, message: string) => {
         clearTimeout(timer);
@@ -439,7 +439,7 @@ export class ClientPort {
     for (const p of this.relay.peers.values()) {
       if (!p.session.established || p.session.closed) continue;
       if (p.init.services.some((s) => s.target.host === host && s.target.port === port)) return p;
-      if (!reach && p.init.reach && matchAny(p.init.reach.map(safePattern).filter((x): x is DestPattern => !!x), host, port)) reach = p;
+      if (!reach && p.init.reach && matchAny(reachPatterns(p.init), host, port)) reach = p;
     }
     return reach;
   }
@@ -455,7 +455,7 @@ export class ClientPort {
     return null;
   }
 
-  private attachPassive(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, port: number, wait: PassiveWait, log: Logger, own?: KeyShare): void {
+  private attachPassive(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, port: number, wait: PassiveWait, log: Fields, own?: KeyShare): void {
     this.passive.delete(port);
     clearTimeout(wait.timer);
     const hop = net.connect({ host: wait.local, port, localAddress: wait.local, noDelay: true, allowHalfOpen: true });
@@ -480,6 +480,14 @@ export class ClientPort {
       joinSockets(sock as unknown as net.Socket, hop);
     });
   }
+}
+
+/** A peer's `reach`, parsed once per session (its init data), not on every connection. */
+const reachCache = new WeakMap<InitData, DestPattern[]>();
+function reachPatterns(init: InitData): DestPattern[] {
+  let p = reachCache.get(init);
+  if (!p) reachCache.set(init, (p = (init.reach ?? []).map(safePattern).filter((x): x is DestPattern => !!x)));
+  return p;
 }
 
 function safePattern(s: string): DestPattern | null {

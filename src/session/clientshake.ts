@@ -10,7 +10,8 @@
  * knows whom it shares the keys with. The relay learns nothing about the agent here: agents prove
  * who they are by username and password, per connection (SOCKS5 inside the session).
  */
-import { createHash, hkdfSync, sign, verify, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, sign, verify, X509Certificate, type KeyObject } from 'node:crypto';
+import { hkdf } from './hkdf.js';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { KEY_SIZE, SHARE_SIZE, agree, type KeyShare } from './seal.js';
 import type { TransportKeys } from './transport.js';
@@ -51,7 +52,7 @@ function transcript(hello: Buffer, cert: Buffer, relayShare: Buffer): Buffer {
 export interface ClientSessionKeys extends TransportKeys { early: Buffer }
 
 function keysOf(secret: Buffer, th: Buffer, side: 'client' | 'client-port'): ClientSessionKeys {
-  const okm = Buffer.from(hkdfSync('sha256', secret, th, INFO, 2 * KEY_SIZE + EARLY_SECRET));
+  const okm = hkdf(secret, th, INFO, 2 * KEY_SIZE + EARLY_SECRET);
   const c2p = okm.subarray(0, KEY_SIZE);
   const p2c = okm.subarray(KEY_SIZE, 2 * KEY_SIZE);
   const early = okm.subarray(2 * KEY_SIZE);

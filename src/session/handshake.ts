@@ -1,4 +1,5 @@
-import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hkdf } from './hkdf.js';
 import { AuthError, ErrorCode, MalformedFrameError } from '../errors.js';
 
 /**
@@ -26,7 +27,7 @@ export interface DerivedKeys {
 /** Both keys come from the one shared key through HKDF, so neither use weakens the other. */
 export function deriveKeys(shared: Buffer): DerivedKeys {
   if (shared.length < 16) throw new AuthError('shared key shorter than 16 bytes', ErrorCode.KEY);
-  const k = (info: string) => Buffer.from(hkdfSync('sha256', shared, Buffer.alloc(0), info, 32));
+  const k = (info: string) => hkdf(shared, Buffer.alloc(0), info, 32);
   return { psk: k('portside tls psk v1'), trial: k('portside trial v1') };
 }
 

@@ -16,7 +16,8 @@
  * record with KEY_CHANGE in its length changes to the connection's own key (docs/protocol.md,
  * "Early data").
  */
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, randomBytes, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, randomBytes, type DecipherGCM, type KeyObject } from 'node:crypto';
+import { hkdf } from './hkdf.js';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
 import { DEFAULT_MAX_FRAME } from './frame.js';
 
@@ -84,7 +85,7 @@ export function agree(own: KeyObject, peerShare: Buffer): Buffer {
 export function deriveStreamKeys(own: KeyShare, peerShare: Buffer, side: 'client' | 'client-port'): StreamKeys {
   const secret = agree(own.privateKey, peerShare);
   const [clientShare, portShare] = side === 'client' ? [own.share, peerShare] : [peerShare, own.share];
-  const okm = Buffer.from(hkdfSync('sha256', secret, Buffer.concat([clientShare, portShare]), INFO, 2 * KEY_SIZE));
+  const okm = hkdf(secret, Buffer.concat([clientShare, portShare]), INFO, 2 * KEY_SIZE);
   const c2p = okm.subarray(0, KEY_SIZE);
   const p2c = okm.subarray(KEY_SIZE);
   return side === 'client' ? { send: c2p, recv: p2c } : { send: p2c, recv: c2p };
@@ -100,7 +101,7 @@ const EARLY_INFO = Buffer.from('portside client early v1');
  */
 export function deriveEarlyKey(sessionSecret: Buffer, agentShare: Buffer): Buffer {
   if (agentShare.length !== SHARE_SIZE) throw new SealError(`key share of ${agentShare.length} bytes, expected ${SHARE_SIZE}`);
-  return Buffer.from(hkdfSync('sha256', sessionSecret, agentShare, EARLY_INFO, KEY_SIZE));
+  return hkdf(sessionSecret, agentShare, EARLY_INFO, KEY_SIZE);
 }
 
 /** After the agent's share in client-connect.req: early mode, its SOCKS5 messages follow (docs/protocol.md, "Early data"). */
