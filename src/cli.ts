@@ -10,6 +10,7 @@ import { Command } from 'commander';
 import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
 import { PortsideError } from './errors.js';
 import { createLogger } from './log.js';
+import { serveMetrics } from './metrics.js';
 import { parseRules } from './rules/index.js';
 import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
@@ -53,6 +54,7 @@ program
     await relay.start();
     const clients = ClientPort.forConfig(relay, log);
     await clients?.start();
+    await serveMetrics(cfg.metrics, log);
     onSignal(async () => { await clients?.stop(); await relay.stop(); });
   });
 
@@ -60,12 +62,13 @@ program
   .command('inside')
   .description('run the inside relay (ISP): dial out through the firewall and carry services')
   .requiredOption('-c, --config <file>', 'inside relay config (YAML)')
-  .action((o: { config: string }) => {
+  .action(async (o: { config: string }) => {
     const cfg = loadInsideConfig(o.config);
     const log = createLogger(cfg.log_level, 'inside');
     const relay = new InsideRelay(cfg, log);
     attachDynamicInside(relay);
     relay.start();
+    await serveMetrics(cfg.metrics, log);
     onSignal(async () => { relay.stop(); });
   });
 

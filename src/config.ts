@@ -63,6 +63,8 @@ export const outsideSchema = z.strictObject({
   }).prefault({}),
   limits,
   log_level: level,
+  /** Prometheus metrics at http://HOST:PORT/metrics (src/metrics.ts); off when absent. */
+  metrics: hostPort.optional(),
 });
 
 export const insideSchema = z.strictObject({
@@ -92,6 +94,7 @@ export const insideSchema = z.strictObject({
   }).prefault({}),
   limits,
   log_level: level,
+  metrics: hostPort.optional(),
 }).refine((v) => !!v.key !== !!v.key_file, { message: 'give exactly one of key or key_file', path: ['key'] });
 
 export type OutsideConfig = z.infer<typeof outsideSchema> & { file: string; keys: Map<string, Buffer> };

@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { metrics } from './metrics.js';
 
 export type Logger = pino.Logger;
 
@@ -14,6 +15,16 @@ export function createLogger(level = 'info', name = 'portside', dest?: pino.Dest
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: ['key', 'password', '*.password', '*.key', 'firewall.password'], censor: '[secret]' },
+      hooks: {
+        // Every failure is logged once with its stable code: that count is portside_errors_total.
+        logMethod(args, method, lvl) {
+          if (lvl >= 40) {
+            const code = (args[0] as { code?: unknown } | undefined)?.code;
+            if (typeof code === 'string') metrics.errors.inc({ code });
+          }
+          method.apply(this, args);
+        },
+      },
     },
     // Written as they are made: a line per connection handed to a worker thread cost more (a
     // futex and an event-loop wake-up each) than writing it, and a crash loses no lines.

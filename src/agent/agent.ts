@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { joinHostPort, splitHostPort } from '../config.js';
 import { ErrorCode, PortsideError, Result, resultName, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics.js';
 import { dial } from '../relay/firewall.js';
 import { CarriedConnection, takeKeyShare } from '../relay/carried.js';
 import { dialClientSession } from '../relay/clientlink.js';
@@ -337,6 +338,7 @@ export class ClientAgent {
       // The outside relay's key share; whatever follows it is already sealed.
       const share = await r.read(SHARE_SIZE);
       sock.seal(own, share, 'client', r.take());
+      metrics.connections.inc({ path: 'agent' });
       this.log.debug({ event: 'agent.sealed', target, stream: sock.stream.id, early: true }, 'connection sealed with its own keys');
     })(), this.cfg.connect_timeout_ms, `connection to ${target} through the outside relay`).catch((err) => {
       sock.destroy();

@@ -3,6 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { serveMetrics } from '../metrics.js';
 import { ClientAgent } from './agent.js';
 import { makeSelfSignedCert } from './cert.js';
 import { loadClientConfig } from './config.js';
@@ -18,6 +19,7 @@ export function registerClientCommands(program: Command, onSignal: (stop: () => 
       const log = createLogger(cfg.log_level, 'client');
       const agent = new ClientAgent(cfg, log);
       await agent.start();
+      await serveMetrics(cfg.metrics, log);
       onSignal(async () => { await agent.stop(); });
     });
 

@@ -34,6 +34,8 @@ export const clientSchema = z.strictObject({
   back_listen: z.union([hostPort, z.literal('off')]).default('0.0.0.0:0'),
   connect_timeout_ms: z.number().int().positive().default(15_000),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  /** Prometheus metrics at http://HOST:PORT/metrics; off when absent. */
+  metrics: hostPort.optional(),
 }).refine((v) => !v.routes.some((r) => r.via === 'firewall') || !!v.firewall, { message: 'a route with via: firewall needs firewall.socks5', path: ['firewall'] });
 
 export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; fingerprint: string; routes: Route[] };

@@ -26,6 +26,7 @@ import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
 import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../errors.js';
 import { Fields, type Logger } from '../log.js';
+import { metrics } from '../metrics.js';
 import type { InitData } from '../session/init.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 import { BACK_OFFER_LEN, ByteReader, CMD_CONNECT_BACK, Rep, clientAuth, clientAuthConnect, decodeBackOffer, encodeAddr, readGreeting, readRequest, readUserPass, reply, withTimeout, type BackOffer } from '../agent/socks.js';
@@ -384,6 +385,7 @@ export class ClientPort {
     }
     // 611-612: only now the agent is told it is connected (607: with our key share).
     this.established(sock, r, agentShare, own);
+    metrics.connections.inc({ path: 'client' });
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
     sock.bridge(stream, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'), held);
   }
@@ -476,6 +478,7 @@ export class ClientPort {
         sock.destroy();
         return;
       }
+      metrics.connections.inc({ path: 'client' });
       log.info({ event: 'client.passive_attached', port }, 'agent attached to a passive data listener');
       joinSockets(sock as unknown as net.Socket, hop);
     });

@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import { joinHostPort, splitHostPort, type InsideConfig } from '../config.js';
 import { ErrorCode, PortsideError, ProtocolError, Result, resultFromSocketError, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import { InsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initAckSchema, type InitData } from '../session/init.js';
@@ -201,6 +202,7 @@ export class InsideRelay extends EventEmitter {
       clearTimeout(timer);
       if (stream.state !== 'opening') { sock.destroy(); return; }
       session.answer(stream, Result.OK);
+      metrics.connections.inc({ path: 'inside' });
       log.debug({ ...fields, event: 'stream.opened' }, 'connected to target');
       if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
       // Nothing made here may outlive the set-up (idle connections must stay small).

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { ErrorCode, PortsideError, Result } from '../errors.js';
+import { metrics } from '../metrics.js';
 import { Session, type SessionOptions } from '../session/session.js';
 import { TransportOpener, TransportSealer, type TransportKeys } from '../session/transport.js';
 import { type Block, BLOCK_SIZE, READ_SIZE, hookReads, maybeReuse, takeBlock, written } from './pipe.js';
@@ -94,6 +95,7 @@ export function sessionOverSocket(
   // pausing and resuming every stream's source each time (two epoll_ctl per frame).
   setWriteHighWaterMark(socket, SESSION_HWM);
   session.lastReceived = Date.now();
+  const untrack = metrics.track(session);
   const opener = transport ? new TransportOpener(transport.recv) : null;
   readInPlace(socket, session, opener);
   socket.on('data', (chunk: Buffer) => { // what Node read before readInPlace, or all if it could not hook
@@ -116,6 +118,7 @@ export function sessionOverSocket(
   socket.on('error', () => {}); // reported through 'close'
   socket.on('close', () => {
     clearInterval(timer);
+    untrack();
     session.close(new PortsideError(ErrorCode.SESSION_CLOSED, 'transport closed', Result.SESSION_CLOSED));
   });
   return session;

@@ -4,6 +4,7 @@ import type { OutsideConfig } from '../config.js';
 import { joinHostPort } from '../config.js';
 import { AuthError, ErrorCode, PortsideError, ProtocolError, Result, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import { NonceLog, OutsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initSchema, type InitAck, type InitData } from '../session/init.js';
@@ -255,6 +256,7 @@ export class OutsideRelay {
         sock.destroy();
         return;
       }
+      metrics.connections.inc({ path: 'service' });
       peer.log.debug({ ...fields, event: 'stream.opened' }, 'inside-connect.rsp OK');
     };
     if (this.extension.onServiceStream?.(peer, svc, stream, sock)) {

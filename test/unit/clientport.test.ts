@@ -23,6 +23,8 @@ import { CarriedConnection } from '../../src/relay/carried.js';
 import { sessionOverSocket } from '../../src/relay/link.js';
 import { FrameType } from '../../src/session/frame.js';
 import { newKeyShare } from '../../src/session/seal.js';
+import { metrics } from '../../src/metrics.js';
+import { seriesValue } from '../support/metrics.js';
 
 const log = createLogger('silent');
 
@@ -352,6 +354,35 @@ describe('client port and agent (loopback, in process)', () => {
     const deadPort = (closed.address() as net.AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
     expect(await code(agentFor({ port: deadPort }).open('127.0.0.1', echoPort))).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+  });
+
+  it('counts sessions, carried connections by path and session bytes in the metrics, read over HTTP', async () => {
+    const served = await metrics.serve('127.0.0.1:0');
+    const scrape = async () => (await fetch(`http://127.0.0.1:${served.port}/metrics`)).text();
+    const delta = (a: string, b: string, series: string) => seriesValue(b, series) - seriesValue(a, series);
+    const agent = agentFor();
+    try {
+      const before = await scrape();
+      const data = randomBytes(100_000);
+      for (let i = 0; i < 2; i++) {
+        const { sock } = await agent.open('127.0.0.1', echoPort);
+        expect((await roundTrip(sock, data)).equals(data)).toBe(true);
+      }
+      const after = await scrape();
+      // One process holds all three here: each counts its own step of the same two connections.
+      expect(delta(before, after, 'portside_connections_total{path="agent"}')).toBe(2);
+      expect(delta(before, after, 'portside_connections_total{path="client"}')).toBe(2);
+      expect(delta(before, after, 'portside_connections_total{path="inside"}')).toBe(2);
+      expect(seriesValue(after, 'portside_sessions{role="inside"}')).toBe(1);
+      expect(seriesValue(after, 'portside_sessions{role="outside"}')).toBe(1);
+      expect(seriesValue(after, 'portside_sessions{role="client"}')).toBeGreaterThanOrEqual(1);
+      expect(seriesValue(after, 'portside_sessions{role="client-port"}')).toBeGreaterThanOrEqual(1);
+      // Each byte crosses both sessions both ways (echo): at least 8 × 100 000 out.
+      expect(delta(before, after, 'portside_session_bytes_out_total')).toBeGreaterThan(8 * 100_000);
+    } finally {
+      await agent.stop();
+      served.server.close();
+    }
   });
 
   it('sets up sequential connections with per-connection keys (cost printed)', async () => {
