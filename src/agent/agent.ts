@@ -29,7 +29,7 @@ import { joinSockets } from '../relay/pipe.js';
 import { FrameType } from '../session/frame.js';
 import { EARLY_MODE, SHARE_SIZE, deriveEarlyKey } from '../session/seal.js';
 import type { Session } from '../session/session.js';
-import type { ClientConfig } from './config.js';
+import { isLoopbackListen, type ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
 import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
 import { makeSelfSignedCert } from './cert.js';
@@ -92,12 +92,14 @@ export class ClientAgent {
     if (this.cfg.socks5) {
       const a = await this.listen(this.cfg.socks5, (s) => this.onSocksClient(s));
       this.log.info({ event: 'agent.socks5_listening', address: a.address, port: a.port }, 'local SOCKS5 server listening');
+      if (!isLoopbackListen(this.cfg.socks5)) this.log.warn({ event: 'agent.listening_remote', address: a.address, port: a.port }, 'the SOCKS5 server listens beyond this machine (allow_remote): whoever reaches it connects as this agent\'s user');
       out.socks5 = a;
     }
     for (const f of this.cfg.forwards) {
       const to = splitHostPort(f.to);
       const a = await this.listen(f.listen, (s) => this.onForwardClient(s, to.host, to.port));
       this.log.info({ event: 'agent.forward_listening', address: a.address, port: a.port, to: f.to, via: routeFor(this.cfg.routes, to.host, to.port) }, 'forward listening');
+      if (!isLoopbackListen(f.listen)) this.log.warn({ event: 'agent.listening_remote', address: a.address, port: a.port }, 'a forward listens beyond this machine (allow_remote): whoever reaches it connects as this agent\'s user');
       out.forwards.push(a);
     }
     this.log.info({ event: 'agent.ready', outside: this.cfg.outside }, 'client agent ready');

@@ -9,6 +9,14 @@ const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):\d{1,5}$/, 
 const pattern = z.string().refine((s) => { try { parseDestPattern(s); return true; } catch { return false; } }, 'expected a CIDR, address or host pattern, optionally :PORT or :LOW-HIGH');
 const fingerprint = z.string().refine((s) => { try { normalizeFingerprint(s); return true; } catch { return false; } }, 'expected a SHA-256 fingerprint (64 hex digits, colons allowed), as printed by `portside keygen --cert`');
 
+/** A listen address only this machine can reach: localhost, 127.0.0.0/8 or ::1. */
+export function isLoopbackListen(hp: string): boolean {
+  const host = hp.slice(0, hp.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+const REMOTE = 'is not a loopback address: whoever reaches it connects as this agent\'s user. Listen on 127.0.0.1, or set allow_remote: true';
+
 export const clientSchema = z.strictObject({
   /** The outside relay's client port. */
   outside: hostPort,
@@ -19,6 +27,11 @@ export const clientSchema = z.strictObject({
   /** Local SOCKS5 server (CONNECT, no authentication) for programs that can use a proxy. */
   socks5: hostPort.optional(),
   forwards: z.array(z.strictObject({ listen: hostPort, to: hostPort })).default([]),
+  /**
+   * Let socks5 and forwards listen on addresses other than loopback (as ssh's GatewayPorts):
+   * neither asks who connects, and every connection carries this agent's user.
+   */
+  allow_remote: z.boolean().default(false),
   /** Per destination (claim 12): first match wins; no match = portside. */
   routes: z.array(z.strictObject({ match: pattern, via: z.enum(['portside', 'firewall', 'direct']) })).default([]),
   /** The firewall's SOCKS5, for routes with via: firewall. */
@@ -36,7 +49,14 @@ export const clientSchema = z.strictObject({
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   /** Prometheus metrics at http://HOST:PORT/metrics; off when absent. */
   metrics: hostPort.optional(),
-}).refine((v) => !v.routes.some((r) => r.via === 'firewall') || !!v.firewall, { message: 'a route with via: firewall needs firewall.socks5', path: ['firewall'] });
+}).refine((v) => !v.routes.some((r) => r.via === 'firewall') || !!v.firewall, { message: 'a route with via: firewall needs firewall.socks5', path: ['firewall'] })
+  .superRefine((v, ctx) => {
+    if (v.allow_remote) return;
+    if (v.socks5 && !isLoopbackListen(v.socks5)) ctx.addIssue({ code: 'custom', message: `${v.socks5} ${REMOTE}`, path: ['socks5'] });
+    v.forwards.forEach((f, i) => {
+      if (!isLoopbackListen(f.listen)) ctx.addIssue({ code: 'custom', message: `${f.listen} ${REMOTE}`, path: ['forwards', i, 'listen'] });
+    });
+  });
 
 export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; fingerprint: string; routes: Route[] };
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { detectConfigKind, loadInsideConfig, loadOutsideConfig, splitHostPort, joinHostPort } from '../../src/config.js';
 import { ConfigError, ErrorCode } from '../../src/errors.js';
+import { loadClientConfig } from '../../src/agent/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portside-config-'));
 const KEY = Buffer.alloc(32, 7).toString('base64');
@@ -163,5 +164,39 @@ describe('config: bad files name the file, line:column and key', () => {
   it('a bad log level and a bad CIDR are refused naming the key', () => {
     expect(refuse('inside', 'level.yaml', GOOD_INSIDE.replace('log_level: info', 'log_level: loud')).message).toMatch(/:17:12: log_level: /);
     expect(refuse('outside', 'cidr.yaml', GOOD_OUTSIDE.replace('"::1"', '"not a net"')).message).toMatch(/:10:25: allow\.from\.1: expected an address or network in CIDR form/);
+  });
+});
+
+describe('client config: local listeners', () => {
+  const base = [
+    'outside: 127.0.0.1:7100',
+    `outside_fingerprint: "sha256:${'ab'.repeat(32)}"`,
+    'username: alice',
+    'password: x',
+  ];
+  const load = (name: string, lines: string[]) => loadClientConfig(file(name, [...base, ...lines].join('\n')));
+  const refused = (name: string, lines: string[]): ConfigError => {
+    try {
+      load(name, lines);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      expect((e as ConfigError).code).toBe(ErrorCode.CONFIG);
+      return e as ConfigError;
+    }
+    throw new Error(`${name} was accepted`);
+  };
+
+  it('refuses a SOCKS5 port or a forward on an address other than loopback, at its line, unless allow_remote', () => {
+    expect(refused('socks-any.yaml', ['socks5: 0.0.0.0:1080']).message).toMatch(/:5:9: socks5: 0\.0\.0\.0:1080 is not a loopback address: whoever reaches it connects as this agent's user\. Listen on 127\.0\.0\.1, or set allow_remote: true/);
+    expect(refused('fwd-any.yaml', ['forwards:', '  - {listen: "127.0.0.1:2121", to: "10.0.0.1:21"}', '  - {listen: "[::]:8080", to: "10.0.0.1:80"}']).message).toMatch(/:7:14: forwards\.1\.listen: \[::\]:8080 is not a loopback address/);
+    expect(refused('socks-name.yaml', ['socks5: agent.example:1080']).message).toMatch(/socks5: agent\.example:1080 is not a loopback address/);
+    const c = load('remote-ok.yaml', ['socks5: 0.0.0.0:1080', 'forwards:', '  - {listen: "[::]:8080", to: "10.0.0.1:80"}', 'allow_remote: true']);
+    expect(c.allow_remote).toBe(true);
+  });
+
+  it('takes loopback in every spelling: 127.0.0.0/8, [::1], localhost', () => {
+    const c = load('loopback.yaml', ['socks5: 127.0.0.2:1080', 'forwards:', '  - {listen: "[::1]:2121", to: "10.0.0.1:21"}', '  - {listen: "localhost:8080", to: "10.0.0.1:80"}']);
+    expect(c.allow_remote).toBe(false);
+    expect(c.forwards.map((f) => f.listen)).toEqual(['[::1]:2121', 'localhost:8080']);
   });
 });
