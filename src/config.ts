@@ -45,6 +45,8 @@ const clientsSchema = z.strictObject({
   max_streams: z.number().int().positive().default(65_536),
   /** Agent sessions (TLS connections to the client port) at once, handshaking or established. */
   max_sessions: z.number().int().positive().default(1024),
+  /** Refused passwords one agent session may have before it is ended (sshd's MaxAuthTries). */
+  max_auth_failures: z.number().int().positive().default(5),
 }).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
   .refine((v) => v.auth !== 'users' || !!v.users_file, { message: 'auth: users needs users_file', path: ['users_file'] });
 

@@ -39,7 +39,7 @@ export async function runClientDemo(d: ClientDemo): Promise<void> {
     const clients = {
       listen: '127.0.0.1:0', cert_file: join(dir, 'client-port.pem'), key_file: join(dir, 'client-port.key'),
       auth: 'firewall', firewall: { socks5: `127.0.0.1:${d.firewallPort}` }, allow: {},
-      handshake_timeout_ms: 10_000, max_streams: 65_536, max_sessions: 1024,
+      handshake_timeout_ms: 10_000, max_streams: 65_536, max_sessions: 1024, max_auth_failures: 5,
     } as const;
     const port = new ClientPort(d.outside, clients, dir, createLogger('debug', 'outside', d.narrator('outside')));
     const { port: clientPort } = await port.start();

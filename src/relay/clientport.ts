@@ -82,6 +82,8 @@ export class ClientPort {
   /** Passive data listeners opened for agents' control connections, by port. */
   private readonly passive = new Map<number, PassiveWait>();
   private readonly sockets = new Set<net.Socket>();
+  /** Refused passwords per agent session (authFailed()). */
+  private readonly authFailures = new WeakMap<Session, number>();
   /** Each agent session's early secret (from its handshake), for early records. */
   private readonly earlySecrets = new WeakMap<Session, Buffer>();
   private readonly log: Logger;
@@ -247,7 +249,7 @@ export class ClientPort {
     // The agent sends greeting, password and request in one flight and waits for all three
     // answers: hold ours until the last (established() or a refusal's end()), one write not three.
     sock.cork();
-    withTimeout(this.negotiate(sock, share, r, slog, own), limit, 'client set-up').catch((err: PortsideError) => {
+    withTimeout(this.negotiate(sock, share, r, slog, own, () => this.authFailed(session, log)), limit, 'client set-up').catch((err: PortsideError) => {
       slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
@@ -265,8 +267,23 @@ export class ClientPort {
     sock.seal(own, agentShare, 'client-port');
   }
 
+  /**
+   * A password refused on this session (by our users file or the firewall). An agent session
+   * that keeps guessing is ended after clients.max_auth_failures of them, as sshd's MaxAuthTries:
+   * each guess costs a scrypt here or a crypt() at the firewall.
+   */
+  private authFailed(session: Session, log: Logger): void {
+    const n = (this.authFailures.get(session) ?? 0) + 1;
+    this.authFailures.set(session, n);
+    if (n < this.cfg.max_auth_failures || session.closed) return;
+    const msg = `${n} passwords refused on one session (clients.max_auth_failures)`;
+    log.warn({ event: 'client.session_closed', code: ErrorCode.LIMIT, reason: msg }, 'agent session ended: too many refused passwords');
+    // After this refusal's answer has gone out, so the agent reads it as such first.
+    setImmediate(() => session.goAway(Result.LIMIT_EXCEEDED, msg));
+  }
+
   /** `own`: our key share for this connection, when early mode made it ahead (onStream). */
-  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own?: KeyShare): Promise<void> {
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own: KeyShare | undefined, onAuthFailure: () => void): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -314,6 +331,7 @@ export class ClientPort {
         if (verdict !== 'ok') {
           tlog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
           sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
+          if (verdict === 'auth-failed') onAuthFailure();
           return;
         }
         if (typeof asked !== 'string') firewallRep = asked.rep;
@@ -326,6 +344,7 @@ export class ClientPort {
     } else if (!(await this.users!.verify(cred.username, cred.password))) {
       tlog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
       sock.end(Buffer.of(1, AuthStatus.REFUSED));
+      onAuthFailure();
       return;
     }
     sock.write(Buffer.of(1, AuthStatus.OK));

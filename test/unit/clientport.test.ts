@@ -1,7 +1,7 @@
 // The client port and the agent in one process on loopback, with a real outside relay, a real inside
 // relay (direct line) and a TCP echo target: pinning, one client session, per-connection keys,
 // users-file auth, errors.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
@@ -39,13 +39,13 @@ describe('client port and agent (loopback, in process)', () => {
   let fingerprint: string;
   let sessionPort: number;
 
-  const agentFor = (o: { fingerprint?: string; password?: string; port?: number } = {}) => new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
+  const agentFor = (o: { fingerprint?: string; password?: string; port?: number; log?: typeof log } = {}) => new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
     `outside: 127.0.0.1:${o.port ?? clientPort}`,
     `outside_fingerprint: "${o.fingerprint ?? fingerprint}"`,
     'username: alice',
     `password: "${o.password ?? 'right'}"`,
     'connect_timeout_ms: 3000',
-  ].join('\n')), log);
+  ].join('\n')), o.log ?? log);
 
   const roundTrip = (s: net.Socket, data: Buffer) => new Promise<Buffer>((resolve, reject) => {
     const got: Buffer[] = [];
@@ -382,6 +382,23 @@ describe('client port and agent (loopback, in process)', () => {
     } finally {
       await agent.stop();
       served.server.close();
+    }
+  });
+
+  it('ends an agent session after clients.max_auth_failures (5) refused passwords; each refusal is still told as such, and the next attempt gets a new session', async () => {
+    const events: Array<{ event?: string; code?: string; reason?: string }> = [];
+    const agent = agentFor({ password: 'guess', log: createLogger('info', 'client', { write: (l: string) => { events.push(JSON.parse(l)); } }) });
+    const code = async () => ((await agent.open('127.0.0.1', echoPort).then(() => null, (e: unknown) => e)) as AgentError | null)?.code;
+    const sessions = () => events.filter((e) => e.event === 'agent.session_closed');
+    try {
+      for (let i = 1; i <= 4; i++) expect(await code()).toBe('PS_ERR_CLIENT_AUTH');
+      expect(sessions()).toEqual([]);
+      expect(await code()).toBe('PS_ERR_CLIENT_AUTH');
+      await vi.waitFor(() => expect(sessions()).toHaveLength(1), { timeout: 3000 });
+      expect(sessions()[0]!.reason).toMatch(/5 passwords refused on one session \(clients\.max_auth_failures\)/);
+      expect(await code()).toBe('PS_ERR_CLIENT_AUTH'); // a new session
+    } finally {
+      await agent.stop();
     }
   });
 
