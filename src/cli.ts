@@ -11,6 +11,7 @@ import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile }
 import { PortsideError } from './errors.js';
 import { createLogger } from './log.js';
 import { serveMetrics } from './metrics.js';
+import { insideSecrets, outsideSecrets, warnReadableSecrets } from './secrets.js';
 import { parseRules } from './rules/index.js';
 import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
@@ -49,6 +50,7 @@ program
   .action(async (o: { config: string }) => {
     const cfg = loadOutsideConfig(o.config);
     const log = createLogger(cfg.log_level, 'outside');
+    warnReadableSecrets(outsideSecrets(cfg), log);
     const relay = new OutsideRelay(cfg, log);
     attachDynamicOutside(relay);
     await relay.start();
@@ -65,6 +67,7 @@ program
   .action(async (o: { config: string }) => {
     const cfg = loadInsideConfig(o.config);
     const log = createLogger(cfg.log_level, 'inside');
+    warnReadableSecrets(insideSecrets(cfg), log);
     const relay = new InsideRelay(cfg, log);
     attachDynamicInside(relay);
     relay.start();

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { serveMetrics } from '../metrics.js';
+import { clientSecrets, warnReadableSecrets } from '../secrets.js';
 import { ClientAgent } from './agent.js';
 import { makeSelfSignedCert } from './cert.js';
 import { loadClientConfig } from './config.js';
@@ -17,6 +18,7 @@ export function registerClientCommands(program: Command, onSignal: (stop: () => 
     .action(async (o: { config: string }) => {
       const cfg = loadClientConfig(o.config);
       const log = createLogger(cfg.log_level, 'client');
+      warnReadableSecrets(clientSecrets(cfg), log);
       const agent = new ClientAgent(cfg, log);
       await agent.start();
       await serveMetrics(cfg.metrics, log);

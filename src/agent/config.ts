@@ -58,7 +58,7 @@ export const clientSchema = z.strictObject({
     });
   });
 
-export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; fingerprint: string; routes: Route[] };
+export type ClientConfig = Omit<z.infer<typeof clientSchema>, 'routes'> & { file: string; password: string; passwordInFile: boolean; fingerprint: string; routes: Route[] };
 
 export function loadClientConfig(file: string, text = readConfigFile(file), env = process.env): ClientConfig {
   const c = parseConfigText(clientSchema, text, file);
@@ -68,6 +68,7 @@ export function loadClientConfig(file: string, text = readConfigFile(file), env 
     ...c,
     file,
     password,
+    passwordInFile: c.password !== undefined,
     fingerprint: normalizeFingerprint(c.outside_fingerprint),
     routes: c.routes.map((r) => ({ match: parseDestPattern(r.match), via: r.via })),
   };
