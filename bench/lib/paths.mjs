@@ -244,8 +244,9 @@ async function createSystemUser() {
 
 /**
  * Issue 4's chain: `portside client` agent (a local forward) → the outside relay's client
- * port (one TLS 1.3 connection per carried connection, fresh X25519 each: per-connection
- * keys; users-file authentication) → session → inside relay (`reach:`) → target.
+ * port (one client session carrying every connection as a stream, each with a fresh X25519
+ * exchange: per-connection keys; users-file or firewall authentication) → the relays' session
+ * → inside relay (`reach:`) → target.
  */
 async function startPortsideClient(ctx, firewall = null) {
   const cli = portsideCli(ctx);
@@ -283,7 +284,7 @@ async function startPortsideClient(ctx, firewall = null) {
     `  - {listen: "127.0.0.1:${forwardPort}", to: "127.0.0.1:${ctx.targetPort}"}`,
     `log_level: ${ctx.options.portsideLogLevel}`,
     '',
-  ].join('\n'));
+  ].join('\n'), { mode: 0o600 }); // it holds the password
   const agent = startRelay(ctx, cli, ['client', '--config', join(d, 'client.yaml')], 'agent');
   await waitPort(forwardPort, { child: agent, timeoutMs: 20000 });
   return { port: forwardPort, pids: [agent.pid, ...ps.pids] };
