@@ -45,6 +45,7 @@ export class AgentError extends PortsideError {
 function authError(status: number, user: string): AgentError {
   switch (status) {
     case 0x02: return new AgentError(ErrorCode.FIREWALL_AUTH, `the firewall refused user '${user}' (wrong username or password)`, Rep.NOT_ALLOWED);
+    case 0x03: return new AgentError(ErrorCode.LIMIT, 'the outside relay refuses new connections on this session after too many refused passwords (its clients.max_auth_failures): set the right password and restart the agent', Rep.NOT_ALLOWED);
     case 0x0b: return new AgentError(ErrorCode.FIREWALL_UNREACHABLE, 'the outside relay cannot reach the firewall to check our password', Rep.GENERAL_FAILURE);
     default: return new AgentError(ErrorCode.CLIENT_AUTH, `the outside relay refused user '${user}' (wrong username or password)`, Rep.NOT_ALLOWED);
   }

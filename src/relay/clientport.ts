@@ -53,6 +53,8 @@ export const AuthStatus = {
   REFUSED: 0x01,
   /** The firewall refused the name or password. */
   FIREWALL_REFUSED: 0x02,
+  /** This agent session had clients.max_auth_failures refused passwords: no more are judged on it. */
+  LOCKED: 0x03,
   /** The firewall that should judge the password could not be reached. */
   FIREWALL_UNREACHABLE: 0x0b,
 } as const;
@@ -249,7 +251,8 @@ export class ClientPort {
     // The agent sends greeting, password and request in one flight and waits for all three
     // answers: hold ours until the last (established() or a refusal's end()), one write not three.
     sock.cork();
-    withTimeout(this.negotiate(sock, share, r, slog, own, () => this.authFailed(session, log)), limit, 'client set-up').catch((err: PortsideError) => {
+    const guard = { locked: () => (this.authFailures.get(session) ?? 0) >= this.cfg.max_auth_failures, failed: () => this.authFailed(session, log) };
+    withTimeout(this.negotiate(sock, share, r, slog, own, guard), limit, 'client set-up').catch((err: PortsideError) => {
       slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
@@ -268,22 +271,21 @@ export class ClientPort {
   }
 
   /**
-   * A password refused on this session (by our users file or the firewall). An agent session
-   * that keeps guessing is ended after clients.max_auth_failures of them, as sshd's MaxAuthTries:
-   * each guess costs a scrypt here or a crypt() at the firewall.
+   * A password refused on this session (by our users file or the firewall). After
+   * clients.max_auth_failures of them (as sshd's MaxAuthTries: each guess costs a scrypt here or
+   * a crypt() at the firewall) the session is locked: new connections on it are refused without
+   * judging their password, and those already open go on (a password changed at the firewall
+   * must not cut a running transfer).
    */
   private authFailed(session: Session, log: Logger): void {
     const n = (this.authFailures.get(session) ?? 0) + 1;
     this.authFailures.set(session, n);
-    if (n < this.cfg.max_auth_failures || session.closed) return;
-    const msg = `${n} passwords refused on one session (clients.max_auth_failures)`;
-    log.warn({ event: 'client.session_closed', code: ErrorCode.LIMIT, reason: msg }, 'agent session ended: too many refused passwords');
-    // After this refusal's answer has gone out, so the agent reads it as such first.
-    setImmediate(() => session.goAway(Result.LIMIT_EXCEEDED, msg));
+    if (n !== this.cfg.max_auth_failures) return; // logged once, when it locks
+    log.warn({ event: 'client.session_locked', code: ErrorCode.LIMIT, reason: `${n} passwords refused on one session (clients.max_auth_failures)` }, 'agent session locked: its new connections are refused, open ones go on');
   }
 
   /** `own`: our key share for this connection, when early mode made it ahead (onStream). */
-  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own: KeyShare | undefined, onAuthFailure: () => void): Promise<void> {
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own: KeyShare | undefined, guard: { locked(): boolean; failed(): void }): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -319,6 +321,11 @@ export class ClientPort {
     // 603-605: the firewall judges the password (and, for a CONNECT we will carry, the request,
     // sent in the same flight), or our users file does.
     let firewallRep = 0;
+    if (guard.locked()) {
+      tlog.warn({ event: 'client.refused', code: ErrorCode.LIMIT, reason: 'the session is locked after clients.max_auth_failures refused passwords' }, 'client refused');
+      sock.end(Buffer.of(1, AuthStatus.LOCKED));
+      return;
+    }
     if (this.firewall) {
       let fw: net.Socket | null = null;
       try {
@@ -331,7 +338,7 @@ export class ClientPort {
         if (verdict !== 'ok') {
           tlog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
           sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
-          if (verdict === 'auth-failed') onAuthFailure();
+          if (verdict === 'auth-failed') guard.failed();
           return;
         }
         if (typeof asked !== 'string') firewallRep = asked.rep;
@@ -344,7 +351,7 @@ export class ClientPort {
     } else if (!(await this.users!.verify(cred.username, cred.password))) {
       tlog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
       sock.end(Buffer.of(1, AuthStatus.REFUSED));
-      onAuthFailure();
+      guard.failed();
       return;
     }
     sock.write(Buffer.of(1, AuthStatus.OK));

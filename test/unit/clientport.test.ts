@@ -1,7 +1,7 @@
 // The client port and the agent in one process on loopback, with a real outside relay, a real inside
 // relay (direct line) and a TCP echo target: pinning, one client session, per-connection keys,
 // users-file auth, errors.
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
@@ -385,21 +385,37 @@ describe('client port and agent (loopback, in process)', () => {
     }
   });
 
-  it('ends an agent session after clients.max_auth_failures (5) refused passwords; each refusal is still told as such, and the next attempt gets a new session', async () => {
-    const events: Array<{ event?: string; code?: string; reason?: string }> = [];
-    const agent = agentFor({ password: 'guess', log: createLogger('info', 'client', { write: (l: string) => { events.push(JSON.parse(l)); } }) });
+  it('locks an agent session after clients.max_auth_failures (5) refused passwords: each refusal is told as such, later connections get PS_ERR_LIMIT unjudged, and a connection already open goes on', async () => {
+    const agent = agentFor();
     const code = async () => ((await agent.open('127.0.0.1', echoPort).then(() => null, (e: unknown) => e)) as AgentError | null)?.code;
-    const sessions = () => events.filter((e) => e.event === 'agent.session_closed');
+    const echoOnce = (s: net.Socket, data: Buffer) => new Promise<Buffer>((resolve, reject) => {
+      const got: Buffer[] = [];
+      let n = 0;
+      const onData = (b: Buffer) => { got.push(b); n += b.length; if (n >= data.length) { s.off('data', onData); resolve(Buffer.concat(got)); } };
+      s.on('data', onData);
+      s.once('error', reject);
+      s.resume();
+      s.write(data);
+    });
     try {
-      for (let i = 1; i <= 4; i++) expect(await code()).toBe('PS_ERR_CLIENT_AUTH');
-      expect(sessions()).toEqual([]);
-      expect(await code()).toBe('PS_ERR_CLIENT_AUTH');
-      await vi.waitFor(() => expect(sessions()).toHaveLength(1), { timeout: 3000 });
-      expect(sessions()[0]!.reason).toMatch(/5 passwords refused on one session \(clients\.max_auth_failures\)/);
-      expect(await code()).toBe('PS_ERR_CLIENT_AUTH'); // a new session
+      const { sock: open } = await agent.open('127.0.0.1', echoPort);
+      const one = randomBytes(50_000);
+      expect((await echoOnce(open, one)).equals(one)).toBe(true);
+      // As if the user's password changed at the relay: the agent keeps sending the old one.
+      const cfg = agent.cfg as { password: string };
+      cfg.password = 'guess';
+      for (let i = 1; i <= 5; i++) expect(await code()).toBe('PS_ERR_CLIENT_AUTH');
+      expect(await code()).toBe('PS_ERR_LIMIT');
+      cfg.password = 'right';
+      expect(await code()).toBe('PS_ERR_LIMIT'); // not judged at all on this session any more
+      const two = randomBytes(50_000);
+      expect((await echoOnce(open, two)).equals(two)).toBe(true);
+      open.destroy();
     } finally {
       await agent.stop();
     }
+    // A new session starts with a clean count.
+    expect(await agentFor().open('127.0.0.1', echoPort).then(({ sock }) => { sock.destroy(); return 'ok'; })).toBe('ok');
   });
 
   it('sets up sequential connections with per-connection keys (cost printed)', async () => {
