@@ -413,7 +413,12 @@ export class ClientPort {
     this.established(sock, r, agentShare, own);
     metrics.connections.inc({ path: 'client' });
     slog.info({ event: 'client.connected', ruled: !!svc }, 'client connected through the session');
-    sock.bridge(stream, (res, m) => slog.debug({ event: 'stream.closed', result: resultName(res), reason: m }, 'stream closed'), held);
+    const since = Date.now();
+    // The access log's second line: what the connection carried (bytes between agent and server, as the inside relay's stream saw them).
+    sock.bridge(stream, (res, m) => slog.info({
+      event: 'client.closed', result: resultName(res), ...(res === Result.OK || m === resultName(res) ? {} : { reason: m }),
+      bytes_up: stream.sentBytes, bytes_down: stream.receivedBytes, duration_ms: Date.now() - since,
+    }, 'client connection closed'), held);
   }
 
   /**

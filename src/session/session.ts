@@ -385,6 +385,7 @@ export class Session {
     if (f.clear && !s.acceptsClear) throw new ProtocolError(`clear bytes on stream ${f.stream}, which takes only sealed ones`);
     if (n > s.recvWindow) throw new FlowControlError(`stream ${f.stream} sent ${n} bytes beyond its window of ${s.recvWindow}`);
     s.recvWindow -= n;
+    s.receivedBytes += n;
     if (s.ondata) {
       this.delivered += n;
       s.ondata(f.payload, f.clear === true);

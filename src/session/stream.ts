@@ -54,6 +54,8 @@ export class Stream {
   acceptsClear = false;
   /** DATA bytes handed to the session so far. */
   sentBytes = 0;
+  /** DATA bytes the peer sent us so far. */
+  receivedBytes = 0;
   /** From this many DATA bytes on, what we send is already sealed (see sealFromHere()). */
   sealedFrom = Infinity;
   onend: (() => void) | null = null;

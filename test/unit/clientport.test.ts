@@ -1,7 +1,7 @@
 // The client port and the agent in one process on loopback, with a real outside relay, a real inside
 // relay (direct line) and a TCP echo target: pinning, one client session, per-connection keys,
 // users-file auth, errors.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
@@ -416,6 +416,27 @@ describe('client port and agent (loopback, in process)', () => {
     }
     // A new session starts with a clean count.
     expect(await agentFor().open('127.0.0.1', echoPort).then(({ sock }) => { sock.destroy(); return 'ok'; })).toBe('ok');
+  });
+
+  it('logs each carried connection at the client port twice, as an access log: client.connected, then client.closed with the bytes each way and how long', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const second = ClientPort.forConfig(outside, createLogger('info', 'outside', { write: (l: string) => { lines.push(JSON.parse(l)); } }))!;
+    const { port: p } = await second.start();
+    const agent = agentFor({ port: p });
+    try {
+      const { sock } = await agent.open('127.0.0.1', echoPort);
+      const data = randomBytes(100_000);
+      expect((await roundTrip(sock, data)).equals(data)).toBe(true);
+      await vi.waitFor(() => expect(lines.some((l) => l.event === 'client.closed')).toBe(true), { timeout: 3000 });
+      const connected = lines.find((l) => l.event === 'client.connected')!;
+      const closed = lines.find((l) => l.event === 'client.closed')!;
+      expect(connected).toMatchObject({ user: 'alice', target: `127.0.0.1:${echoPort}`, inside: 'b' });
+      expect(closed).toMatchObject({ user: 'alice', target: `127.0.0.1:${echoPort}`, inside: 'b', stream: connected.stream, bytes_up: 100_000, bytes_down: 100_000 });
+      expect(closed.duration_ms).toBeGreaterThanOrEqual(0);
+    } finally {
+      await agent.stop();
+      await second.stop();
+    }
   });
 
   it('sets up sequential connections with per-connection keys (cost printed)', async () => {
