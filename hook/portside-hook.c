@@ -12,6 +12,9 @@
  * Environment:
  *   PORTSIDE_SOCKS            agent address, numeric HOST:PORT or [V6]:PORT
  *   PORTSIDE_ROUTES           route list, first match wins, default direct
+ *   PORTSIDE_NAMES            host name patterns the relays resolve (names.h): getaddrinfo()
+ *                             answers with a stand-in from 224.0.0.0/8, connect() to it sends
+ *                             the name in the SOCKS5 CONNECT
  *   PORTSIDE_CONNECT_TIMEOUT  seconds for the whole SOCKS exchange (default 60)
  *   PORTSIDE_HOOK_DEBUG=1     one line per decision on stderr (else silent)
  *
@@ -36,12 +39,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "match.h"
+#include "names.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_ROUTES 256
@@ -52,6 +59,8 @@ static int (*real_getpeername)(int, struct sockaddr *, socklen_t *);
 static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
+static int (*real_getaddrinfo)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static void (*real_freeaddrinfo)(struct addrinfo *);
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int debug;
@@ -61,6 +70,8 @@ static socklen_t agent_len;
 static struct ps_route routes[MAX_ROUTES];
 static int nroutes;
 static int timeout_ms = 60000;
+static struct ps_names name_patterns;
+static void names_init(void);
 
 static void dbg(const char *fmt, ...) {
   if (!debug) return;
@@ -85,6 +96,8 @@ static void init(void) {
   real_dup = dlsym(RTLD_NEXT, "dup");
   real_dup2 = dlsym(RTLD_NEXT, "dup2");
   real_dup3 = dlsym(RTLD_NEXT, "dup3");
+  real_getaddrinfo = dlsym(RTLD_NEXT, "getaddrinfo");
+  real_freeaddrinfo = dlsym(RTLD_NEXT, "freeaddrinfo");
   const char *d = getenv("PORTSIDE_HOOK_DEBUG");
   debug = d && *d && strcmp(d, "0") != 0;
   const char *s = getenv("PORTSIDE_SOCKS");
@@ -101,14 +114,74 @@ static void init(void) {
     n = 0;
   }
   nroutes = n;
+  if (ps_names_parse(getenv("PORTSIDE_NAMES"), &name_patterns, err, sizeof err) < 0) {
+    dbg("PORTSIDE_NAMES: %s; no names are resolved by the relays", err);
+    name_patterns.n = 0;
+  }
+  if (have_agent && name_patterns.n) names_init();
   const char *t = getenv("PORTSIDE_CONNECT_TIMEOUT");
   if (t && atoi(t) > 0) timeout_ms = atoi(t) * 1000;
-  dbg("loaded: agent %s, %d routes", have_agent ? s : "(none)", nroutes);
+  dbg("loaded: agent %s, %d routes, %d name patterns", have_agent ? s : "(none)", nroutes, name_patterns.n);
 }
 
 static void ensure_init(void) { pthread_once(&init_once, init); }
 
 __attribute__((constructor)) static void ctor(void) { ensure_init(); }
+
+/* ---- names the relays resolve: stand-in address -> name ---------------------
+ * Shared with forked children (MAP_SHARED): a program may resolve in a child process
+ * (lftp does) and connect in its parent. An exec'd program starts a table of its own. */
+
+#define NAME_SLOTS 4096
+struct name_table {
+  pthread_mutex_t lock;
+  unsigned n;
+  char name[NAME_SLOTS][PS_NAME_MAX + 1];
+};
+static struct name_table *names_tab;
+
+static void names_init(void) {
+  void *m = mmap(NULL, sizeof *names_tab, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) { dbg("name table: %s; no names are resolved by the relays", strerror(errno)); return; }
+  struct name_table *t = m;
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(&t->lock, &a);
+  pthread_mutexattr_destroy(&a);
+  names_tab = t;
+}
+
+/* The table index for name (1-based), added if new; 0 when the table is full. */
+static unsigned name_index(const char *name) {
+  unsigned r = 0;
+  pthread_mutex_lock(&names_tab->lock);
+  for (unsigned i = 0; i < names_tab->n && !r; i++)
+    if (strcasecmp(names_tab->name[i], name) == 0) r = i + 1;
+  if (!r && names_tab->n < NAME_SLOTS) {
+    snprintf(names_tab->name[names_tab->n], PS_NAME_MAX + 1, "%s", name);
+    r = ++names_tab->n;
+  }
+  pthread_mutex_unlock(&names_tab->lock);
+  return r;
+}
+
+/* The name a stand-in address (IPv4, or IPv4-mapped IPv6) stands for, into out; 0 if none. */
+static int name_for(const struct sockaddr *sa, char *out) {
+  if (!names_tab) return 0;
+  in_addr_t a;
+  if (sa->sa_family == AF_INET) a = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+  else if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr))
+    memcpy(&a, ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr + 12, 4);
+  else return 0;
+  unsigned i = ps_name_index(a);
+  if (!i) return 0;
+  int ok = 0;
+  pthread_mutex_lock(&names_tab->lock);
+  if (i <= names_tab->n) { strcpy(out, names_tab->name[i - 1]); ok = 1; }
+  pthread_mutex_unlock(&names_tab->lock);
+  return ok;
+}
 
 /* ---- table of hooked fds: fd -> original destination ---------------------- */
 
@@ -295,8 +368,42 @@ static void fmt_addr(const struct sockaddr *sa, char *buf, size_t len) {
   }
 }
 
-/* Whole exchange on fd for destination dst. 0 or an errno value. */
-static int socks_connect(int fd, const struct sockaddr *dst, int family) {
+/* The SOCKS5 CONNECT request for an address (req: 22 bytes of room). Returns its length. */
+static size_t request_for_addr(const struct sockaddr *dst, unsigned char *req) {
+  req[0] = 5; req[1] = 1; req[2] = 0;
+  if (dst->sa_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)dst;
+    req[3] = 1;
+    memcpy(req + 4, &s4->sin_addr, 4);
+    memcpy(req + 8, &s4->sin_port, 2);
+    return 10;
+  }
+  const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)dst;
+  if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) { /* really an IPv4 destination */
+    req[3] = 1;
+    memcpy(req + 4, s6->sin6_addr.s6_addr + 12, 4);
+    memcpy(req + 8, &s6->sin6_port, 2);
+    return 10;
+  }
+  req[3] = 4;
+  memcpy(req + 4, &s6->sin6_addr, 16);
+  memcpy(req + 20, &s6->sin6_port, 2);
+  return 22;
+}
+
+/* The SOCKS5 CONNECT request for a name (ATYP 3) and the port of dst (req: 262 bytes of room). */
+static size_t request_for_name(const char *name, const struct sockaddr *dst, unsigned char *req) {
+  size_t l = strlen(name);
+  req[0] = 5; req[1] = 1; req[2] = 0; req[3] = 3; req[4] = (unsigned char)l;
+  memcpy(req + 5, name, l);
+  const void *port = dst->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)dst)->sin_port
+                                              : (const void *)&((const struct sockaddr_in6 *)dst)->sin6_port;
+  memcpy(req + 5 + l, port, 2);
+  return 5 + l + 2;
+}
+
+/* Whole exchange on fd with a prepared CONNECT request. 0 or an errno value. */
+static int socks_connect(int fd, const unsigned char *req, size_t rlen, int family) {
   long deadline = now_ms() + timeout_ms;
   int e = connect_agent(fd, family, deadline);
   if (e) { dbg("fd %d: agent not reachable: %s", fd, strerror(e)); return e; }
@@ -311,28 +418,6 @@ static int socks_connect(int fd, const struct sockaddr *dst, int family) {
     return ECONNREFUSED;
   }
 
-  unsigned char req[22] = {5, 1, 0};
-  size_t rlen;
-  if (dst->sa_family == AF_INET) {
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)dst;
-    req[3] = 1;
-    memcpy(req + 4, &s4->sin_addr, 4);
-    memcpy(req + 8, &s4->sin_port, 2);
-    rlen = 10;
-  } else {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)dst;
-    if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) { /* really an IPv4 destination */
-      req[3] = 1;
-      memcpy(req + 4, s6->sin6_addr.s6_addr + 12, 4);
-      memcpy(req + 8, &s6->sin6_port, 2);
-      rlen = 10;
-    } else {
-      req[3] = 4;
-      memcpy(req + 4, &s6->sin6_addr, 16);
-      memcpy(req + 20, &s6->sin6_port, 2);
-      rlen = 22;
-    }
-  }
   if ((e = send_all(fd, req, rlen, deadline)) || (e = recv_exact(fd, rsp, 4, deadline))) return e;
   if (rsp[0] != 5) { dbg("fd %d: agent reply is not SOCKS5", fd); return ECONNREFUSED; }
   if (rsp[1] != 0) {
@@ -374,9 +459,13 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &l) != 0 || family != addr->sa_family)
     return real_connect(fd, addr, len); /* the kernel reports the mismatch */
 
-  char where[64];
-  fmt_addr(addr, where, sizeof where);
-  if (ps_route_lookup(routes, nroutes, addr) != PS_PORTSIDE) {
+  char where[PS_NAME_MAX + 16];
+  char name[PS_NAME_MAX + 1];
+  int by_name = name_for(addr, name);
+  if (by_name) snprintf(where, sizeof where, "%s:%u (a name the relays resolve)", name,
+                        ntohs(addr->sa_family == AF_INET ? ((const struct sockaddr_in *)addr)->sin_port : ((const struct sockaddr_in6 *)addr)->sin6_port));
+  else fmt_addr(addr, where, sizeof where);
+  if (!by_name && ps_route_lookup(routes, nroutes, addr) != PS_PORTSIDE) {
     dbg("fd %d: %s direct", fd, where);
     return real_connect(fd, addr, len);
   }
@@ -396,7 +485,9 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   if (flags < 0) return -1;
   /* Do the exchange non-blocking with our own deadline, whatever the program chose. */
   if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-  int e = socks_connect(fd, addr, family);
+  unsigned char req[5 + PS_NAME_MAX + 2];
+  size_t rlen = by_name ? request_for_name(name, addr, req) : request_for_addr(addr, req);
+  int e = socks_connect(fd, req, rlen, family);
   if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags);
 
   if (e) {
@@ -457,4 +548,94 @@ EXPORT int dup3(int fd, int nfd, int flags) {
   int r = real_dup3(fd, nfd, flags);
   if (r >= 0 && table) { forget(nfd); copy_entry(fd, nfd); }
   return r;
+}
+
+/* ---- names the relays resolve: getaddrinfo ----------------------------------- */
+
+/* One answer of ours: the addrinfo and its address in one block, on a list so that
+ * freeaddrinfo() knows it from libc's. */
+struct stand_in {
+  struct addrinfo ai;
+  union { struct sockaddr_in v4; struct sockaddr_in6 v6; } sa;
+  char canon[PS_NAME_MAX + 1];
+  struct stand_in *next;
+};
+static pthread_mutex_t stand_in_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stand_in *stand_ins;
+
+EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
+  ensure_init();
+  int flags = hints ? hints->ai_flags : 0, family = hints ? hints->ai_family : AF_UNSPEC;
+  int socktype = hints ? hints->ai_socktype : 0, protocol = hints ? hints->ai_protocol : 0;
+  if (!names_tab || !node || !res || (flags & AI_NUMERICHOST) ||
+      (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) ||
+      (socktype != 0 && socktype != SOCK_STREAM) || (protocol != 0 && protocol != IPPROTO_TCP) ||
+      !ps_names_match(&name_patterns, node))
+    return real_getaddrinfo(node, service, hints, res);
+  unsigned port = 0;
+  if (service && *service) {
+    char *end;
+    long v = strtol(service, &end, 10);
+    if (!*end && v >= 0 && v <= 65535) port = (unsigned)v;
+    else if (flags & AI_NUMERICSERV) return EAI_NONAME;
+    else {
+      struct servent *se = getservbyname(service, "tcp");
+      if (!se) return EAI_SERVICE;
+      port = ntohs((unsigned short)se->s_port);
+    }
+  }
+  unsigned i = name_index(node);
+  if (!i) { dbg("name table full: %s resolved here", node); return real_getaddrinfo(node, service, hints, res); }
+  struct stand_in *f = calloc(1, sizeof *f);
+  if (!f) return EAI_MEMORY;
+  f->ai.ai_flags = flags;
+  f->ai.ai_socktype = SOCK_STREAM;
+  f->ai.ai_protocol = IPPROTO_TCP;
+  in_addr_t a = ps_name_addr(i);
+  if (family == AF_INET6) { /* an IPv6-only caller gets the stand-in IPv4-mapped */
+    f->sa.v6.sin6_family = AF_INET6;
+    f->sa.v6.sin6_port = htons((unsigned short)port);
+    f->sa.v6.sin6_addr.s6_addr[10] = f->sa.v6.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(f->sa.v6.sin6_addr.s6_addr + 12, &a, 4);
+    f->ai.ai_family = AF_INET6;
+    f->ai.ai_addrlen = sizeof f->sa.v6;
+  } else {
+    f->sa.v4.sin_family = AF_INET;
+    f->sa.v4.sin_port = htons((unsigned short)port);
+    f->sa.v4.sin_addr.s_addr = a;
+    f->ai.ai_family = AF_INET;
+    f->ai.ai_addrlen = sizeof f->sa.v4;
+  }
+  f->ai.ai_addr = (struct sockaddr *)&f->sa;
+  if (flags & AI_CANONNAME) {
+    snprintf(f->canon, sizeof f->canon, "%s", node);
+    f->ai.ai_canonname = f->canon;
+  }
+  pthread_mutex_lock(&stand_in_lock);
+  f->next = stand_ins;
+  stand_ins = f;
+  pthread_mutex_unlock(&stand_in_lock);
+  char shown[INET6_ADDRSTRLEN + 8];
+  fmt_addr(f->ai.ai_addr, shown, sizeof shown);
+  dbg("getaddrinfo %s: %s, a stand-in (the relays resolve the name)", node, shown);
+  *res = &f->ai;
+  return 0;
+}
+
+EXPORT void freeaddrinfo(struct addrinfo *ai) {
+  ensure_init();
+  if (ai && stand_ins) {
+    pthread_mutex_lock(&stand_in_lock);
+    for (struct stand_in **p = &stand_ins; *p; p = &(*p)->next) {
+      if (&(*p)->ai == ai) {
+        struct stand_in *f = *p;
+        *p = f->next;
+        pthread_mutex_unlock(&stand_in_lock);
+        free(f);
+        return;
+      }
+    }
+    pthread_mutex_unlock(&stand_in_lock);
+  }
+  real_freeaddrinfo(ai);
 }

@@ -119,8 +119,27 @@ export function parseRouteOption(spec: string): HookRoute {
 }
 
 /**
+ * A config route whose `match` is a host name or name pattern going to the agent (`via:
+ * portside` or `firewall`): the name itself, for PORTSIDE_NAMES. The hook then answers the
+ * program's getaddrinfo() for it with a stand-in address and connects by name, so the inside
+ * relay resolves it where it means something (an intranet name need not resolve here). The
+ * route's port, if any, does not narrow it: such a name goes to the agent on every port.
+ * Null for an address route or a direct one.
+ */
+export function remoteName(r: { match: string; via: string }): string | null {
+  const action = parseAction(r.via, r.match);
+  const { host, prefix, port } = splitMatch(String(r.match));
+  if (action !== 'portside' || host === '*' || net.isIP(host)) return null;
+  if (prefix !== undefined) throw routeError(r.match, 'a host name takes no prefix');
+  if (port !== undefined) checkPorts(port, r.match);
+  if (!/^[A-Za-z0-9*._-]{1,255}$/.test(host)) throw routeError(r.match, `'${host}' is not a host name or name pattern`);
+  return host.toLowerCase();
+}
+
+/**
  * A config route `{match, via}`. A host name in `match` is resolved now (all its
- * addresses), since the hook only ever sees numeric addresses.
+ * addresses), since connect() carries addresses only: for a direct route (names going to the
+ * agent are remoteName()s).
  */
 export async function resolveConfigRoute(
   r: { match: string; via: string },
@@ -211,6 +230,8 @@ export function readClientConfig(file: string): { socks?: string; routes: { matc
 export interface RunOptions {
   socks?: string;
   route?: string[];
+  /** Host names or patterns the relays resolve (PORTSIDE_NAMES). */
+  name?: string[];
   config?: string;
   debug?: boolean;
 }
@@ -229,7 +250,15 @@ export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = proces
     throw new PortsideError('PS_ERR_CONFIG', `${o.config}: no socks5: address; portside run needs the agent's local SOCKS5 server (or give --socks)`);
   }
   const routes: HookRoute[] = (o.route ?? []).map(parseRouteOption);
-  for (const r of cfg?.routes ?? []) routes.push(...(await resolveConfigRoute(r)));
+  for (const n of o.name ?? []) {
+    if (!/^[A-Za-z0-9*._-]{1,255}$/.test(n)) throw new PortsideError('PS_ERR_CONFIG', `--name '${n}': expected a host name or pattern such as *.intra`);
+  }
+  const names: string[] = (o.name ?? []).map((n) => n.toLowerCase());
+  for (const r of cfg?.routes ?? []) {
+    const name = remoteName(r);
+    if (name !== null) names.push(name);
+    else routes.push(...(await resolveConfigRoute(r)));
+  }
   // With a client config, what no route matches goes to the agent, as in the agent itself;
   // with nothing configured at all, everything goes to the agent, whose routes then decide.
   if (cfg || routes.length === 0) routes.push({ match: '*', action: 'portside' });
@@ -241,6 +270,7 @@ export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = proces
     PORTSIDE_SOCKS: socks,
     PORTSIDE_ROUTES: routesToEnv(routes),
   };
+  if (names.length) out.PORTSIDE_NAMES = [...new Set(names)].join(';');
   if (o.debug) out.PORTSIDE_HOOK_DEBUG = '1';
   return out;
 }
@@ -310,6 +340,12 @@ export function registerRunCommand(program: Command): void {
     .option(
       '--route <match=action>',
       'route, first match wins: ADDR[/N][:PORT]=portside|direct, [V6ADDR/N]:PORT=..., *=...; repeatable, before config routes; unmatched: direct (with --config: the agent)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option(
+      '--name <pattern>',
+      'a host name or pattern (*.intra) resolved by the relays, not here: the program gets a stand-in address and connects by name through the agent; repeatable, besides config routes naming hosts',
       (v: string, acc: string[]) => [...acc, v],
       [] as string[],
     )

@@ -26,6 +26,7 @@ const MiB = 1024 * 1024;
 describe('client agent: curl through portside client, firewall-delegated authentication', () => {
   let topo: Topology;
   let work: string;
+  const netnsDirs: string[] = [];
   let dante: Dante;
   let ftp: Vsftpd;
   let http: Proc;
@@ -99,6 +100,15 @@ describe('client agent: curl through portside client, firewall-delegated authent
     alice = users[1]!;
     bob = users[2]!;
 
+    // An intranet name: resolvable only by the firewall and the inside relay (ip netns exec
+    // mounts /etc/netns/NS/hosts over /etc/hosts), not on the client machine.
+    for (const role of ['firewall', 'inside'] as const) {
+      const d = `/etc/netns/${topo.ns[role]}`;
+      mkdirSync(d, { recursive: true });
+      netnsDirs.push(d);
+      writeFileSync(join(d, 'hosts'), `127.0.0.1 localhost\n::1 localhost\n${topo.addr.server} www.intra ftp.intra\n`);
+    }
+
     // Dante answers on both legs: the intranet (the inside relay's session) and the internet
     // (the outside relay asking it to authenticate clients, 603-605). Its outgoing connections
     // go out of the leg the route says.
@@ -147,7 +157,7 @@ describe('client agent: curl through portside client, firewall-delegated authent
       '  firewall:',
       `    socks5: ${topo.addr.fwExternal}:${fwPort}`,
       '  allow:',
-      `    destinations: ["${topo.addr.server}:21", "${topo.addr.server}:${httpPort}"]`,
+      `    destinations: ["${topo.addr.server}:21", "${topo.addr.server}:${httpPort}", "www.intra:${httpPort}", "ftp.intra:21"]`,
       'log_level: debug',
     ].join('\n') + '\n');
     writeFileSync(join(work, 'inside.yaml'), [
@@ -163,7 +173,7 @@ describe('client agent: curl through portside client, firewall-delegated authent
       `    listen: ${topo.addr.outside}:2121`,
       `    target: ${topo.addr.server}:21`,
       '    rules: ftp',
-      `reach: ["${topo.nets.intranet}"]`,
+      `reach: ["${topo.nets.intranet}", "*.intra"]`,
       `rules_dir: ${RULES_DIR}`,
       'log_level: info',
     ].join('\n') + '\n');
@@ -190,6 +200,7 @@ describe('client agent: curl through portside client, firewall-delegated authent
     await stopAll();
     for (const u of users) await u.remove();
     await topo?.destroy();
+    for (const d of netnsDirs) rmSync(d, { recursive: true, force: true });
     if (work) rmSync(work, { recursive: true, force: true });
   }, 60_000);
 
@@ -237,9 +248,9 @@ describe('client agent: curl through portside client, firewall-delegated authent
     expect(outside.events('outside-connect.done').some((e) => e.via === 'agent' && e.result === 'OK')).toBe(true);
   });
 
-  async function hooked(program: string[], maxTime = 60): Promise<{ code: number; stderr: string; sha?: string; out: string }> {
+  async function hooked(program: string[], maxTime = 60, runArgs: string[] = []): Promise<{ code: number; stderr: string; sha?: string; out: string }> {
     const out = join(work, `hook-${Math.random().toString(36).slice(2)}`);
-    const r = await topo.run('client', process.execPath, [CLI, 'run', '--socks', `127.0.0.1:${socksPort}`, '--', ...program.map((a) => a.replace('@OUT@', out))], { timeoutMs: (maxTime + 15) * 1000 });
+    const r = await topo.run('client', process.execPath, [CLI, 'run', '--socks', `127.0.0.1:${socksPort}`, ...runArgs, '--', ...program.map((a) => a.replace('@OUT@', out))], { timeoutMs: (maxTime + 15) * 1000 });
     const sha = existsSync(out) ? sha256File(out) : undefined;
     rmSync(out, { force: true });
     return { code: r.code, stderr: r.stderr, sha, out };
@@ -255,6 +266,20 @@ describe('client agent: curl through portside client, firewall-delegated authent
       const ev = await nextEvent(agent, 'agent.back_connected', before);
       expect(ev.target).toMatch(/^127\.0\.0\.1:\d+$/);
     }
+  });
+
+  it('an intranet name the client machine cannot resolve: `portside run --name \'*.intra\' --` curl and lftp get a stand-in address and the inside relay resolves the name', async () => {
+    const plain = await topo.run('client', 'curl', ['-sS', '--max-time', '10', '-o', '/dev/null', `http://www.intra:${httpPort}/one.bin`], { timeoutMs: 20_000 });
+    expect(plain.code, plain.stderr).toBe(6); // curl: could not resolve host
+    const r = await hooked(['curl', '-sS', '--fail', '--max-time', '60', '-w', '%{remote_ip}', '-o', '@OUT@', `http://www.intra:${httpPort}/one.bin`], 60, ['--name', '*.intra']);
+    expect(r.code, `${r.stderr}\n${agent.tail()}\n${outside.tail()}\n${inside.tail()}`).toBe(0);
+    expect(r.sha).toBe(files.one);
+    const ev = await outside.waitForEvent('client.connected', 10_000, (j) => j.target === `www.intra:${httpPort}`);
+    expect(ev.user).toBe(alice.name);
+    // lftp resolves in a child process and connects in its parent: the name table is shared.
+    const l = await hooked(['lftp', '-c', `set net:max-retries 1; set net:timeout 20; get ftp://ftp.intra/small.bin -o @OUT@`], 60, ['--name', '*.intra']);
+    expect(l.code, `${l.stderr}\n${agent.tail()}\n${outside.tail()}\n${inside.tail()}`).toBe(0);
+    expect(l.sha).toBe(ftp.files['small.bin']!.sha256);
   });
 
   it('FTP active mode under the hook with lftp', async () => {

@@ -144,3 +144,33 @@ describe('hook route matching (hook/match.c)', () => {
     expect(parseError('*/8=direct')).toMatch(/bad route/);
   });
 });
+
+describe('hook: names the relays resolve (hook/names.c)', () => {
+  const names = (spec: string, list: string[]) => spawnSync(driver, ['--names', spec, ...list], { encoding: 'utf8' });
+
+  it('matches host names against the patterns, case-insensitively, never a numeric address', () => {
+    const r = names('*.intra; ftp.example.com', ['ftp.intra', 'FTP.INTRA.', 'a.b.intra', 'intra', 'ftp.example.com', 'x.ftp.example.com', 'ftp.example.com.evil', '10.1.2.3', '::1']);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const got = Object.fromEntries(r.stdout.trim().split('\n').filter((l) => / (remote|local)$/.test(l)).map((l) => l.split(' ')));
+    expect(got).toEqual({
+      'ftp.intra': 'remote', 'FTP.INTRA.': 'remote', 'a.b.intra': 'remote', intra: 'local',
+      'ftp.example.com': 'remote', 'x.ftp.example.com': 'local', 'ftp.example.com.evil': 'local', '10.1.2.3': 'local', '::1': 'local',
+    });
+    expect(r.stdout).toMatch(/^names 2$/m);
+  });
+
+  it('gives each table index a stand-in in 224.0.0.0/8 that maps back to it, and no other address', () => {
+    const r = names('x', []);
+    expect(r.stdout).toContain('addr 1 224.0.0.1 1');
+    expect(r.stdout).toContain('addr 256 224.0.1.0 256');
+    expect(r.stdout).toContain('addr 16777215 224.255.255.255 16777215');
+    expect(r.stdout).toContain('addr other 0');
+  });
+
+  it('refuses a pattern that is not a host name', () => {
+    const r = names('*.intra;bad pattern!', []);
+    expect(r.status).toBe(2);
+    expect(r.stdout.trim()).toBe("error: bad name pattern: 'bad pattern!'");
+  });
+});
+

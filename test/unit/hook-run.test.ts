@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PortsideError } from '../../src/errors.js';
 import {
-  buildRunEnv, hookPath, parseRouteOption, readClientConfig, resolveConfigRoute, resolveSocks, routesToEnv, setWarn,
+  buildRunEnv, hookPath, parseRouteOption, readClientConfig, remoteName, resolveConfigRoute, resolveSocks, routesToEnv, setWarn,
 } from '../../src/run.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'portside-run-'));
@@ -38,18 +38,18 @@ describe('portside run: routes', () => {
     expect(codeOf(() => parseRouteOption('[::1/200]=portside'))).toBe('PS_ERR_CONFIG');
   });
 
-  it('resolves host names in config routes to every address, keeping the port', async () => {
+  it('resolves host names in direct config routes to every address, keeping the port', async () => {
     const fake = async (h: string) => (h === 'ftp.intra' ? ['10.201.2.21', 'fd00::21'] : []);
-    expect(await resolveConfigRoute({ match: 'ftp.intra:21', via: 'portside' }, fake)).toEqual([
-      { match: '10.201.2.21:21', action: 'portside' },
-      { match: '[fd00::21]:21', action: 'portside' },
+    expect(await resolveConfigRoute({ match: 'ftp.intra:21', via: 'direct' }, fake)).toEqual([
+      { match: '10.201.2.21:21', action: 'direct' },
+      { match: '[fd00::21]:21', action: 'direct' },
     ]);
     // The agent takes firewall routes on through the firewall; the hook only gets them there.
     expect(await resolveConfigRoute({ match: '10.0.0.0/8', via: 'firewall' }, fake)).toEqual([{ match: '10.0.0.0/8', action: 'portside' }]);
     expect(await resolveConfigRoute({ match: '[fd00::]/8:21', via: 'direct' }, fake)).toEqual([{ match: '[fd00::]/8:21', action: 'direct' }]);
     await expect(resolveConfigRoute({ match: 'ftp.intra/24', via: 'portside' }, fake)).rejects.toThrow(/host name takes no prefix/);
     await expect(
-      resolveConfigRoute({ match: 'nowhere', via: 'portside' }, async () => { throw new Error('ENOTFOUND'); }),
+      resolveConfigRoute({ match: 'nowhere', via: 'direct' }, async () => { throw new Error('ENOTFOUND'); }),
     ).rejects.toThrow(/cannot resolve 'nowhere'/);
   });
 
@@ -126,6 +126,18 @@ describe('portside run: environment', () => {
     expect(env.PORTSIDE_SOCKS).toBe('127.0.0.1:3333');
     expect(env.LD_PRELOAD).toBe(`${fakeHook} /lib/other.so`);
     expect(env.PORTSIDE_HOOK_DEBUG).toBeUndefined();
+  });
+
+  it('host names and name patterns routed to the agent become PORTSIDE_NAMES (resolved by the relays); --name adds more', async () => {
+    const cfg = file('names.yaml', 'socks5: 127.0.0.1:11080\nroutes:\n  - { match: "*.intra", via: portside }\n  - { match: "ftp.example.com:21", via: firewall }\n  - { match: "10.0.0.0/8", via: portside }\n');
+    const env = await buildRunEnv({ config: cfg, name: ['Wiki.Corp'] }, base);
+    expect(env.PORTSIDE_NAMES).toBe('wiki.corp;*.intra;ftp.example.com');
+    expect(env.PORTSIDE_ROUTES).toBe('10.0.0.0/8=portside;*=portside');
+    expect((await buildRunEnv({ route: ['10.0.0.0/8=portside'] }, base)).PORTSIDE_NAMES).toBeUndefined();
+    await expect(buildRunEnv({ name: ['bad name'] }, base)).rejects.toMatchObject({ code: 'PS_ERR_CONFIG', message: "--name 'bad name': expected a host name or pattern such as *.intra" });
+    expect(remoteName({ match: '*.intra', via: 'direct' })).toBeNull(); // direct names stay the program's own
+    expect(remoteName({ match: '10.0.0.1', via: 'portside' })).toBeNull();
+    expect(() => remoteName({ match: 'ftp.intra/24', via: 'portside' })).toThrow(/host name takes no prefix/);
   });
 
   it('--route alone leaves unmatched destinations direct', async () => {
