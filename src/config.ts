@@ -32,7 +32,7 @@ const limits = z.strictObject({
 }).prefault({});
 
 /** The client port (docs/client.md): each agent holds one session here (own handshake and records, docs/protocol.md) and carries its connections over it. */
-const clientsSchema = z.strictObject({
+export const clientsSchema = z.strictObject({
   listen: hostPort,
   cert_file: z.string(),
   key_file: z.string(),
@@ -45,8 +45,11 @@ const clientsSchema = z.strictObject({
   max_streams: z.number().int().positive().default(65_536),
   /** Agent sessions (TLS connections to the client port) at once, handshaking or established. */
   max_sessions: z.number().int().positive().default(1024),
-  /** Refused passwords one agent session may have before it is ended (sshd's MaxAuthTries). */
+  /** Refused passwords one agent session may have before it is locked (sshd's MaxAuthTries). */
   max_auth_failures: z.number().int().positive().default(5),
+  /** Handshakes one address may start per second, and how many it may save up (each costs a signature here). */
+  handshake_rate: z.number().positive().default(20),
+  handshake_burst: z.number().int().positive().default(100),
 }).refine((v) => v.auth !== 'firewall' || !!v.firewall, { message: 'auth: firewall needs firewall.socks5', path: ['firewall'] })
   .refine((v) => v.auth !== 'users' || !!v.users_file, { message: 'auth: users needs users_file', path: ['users_file'] });
 

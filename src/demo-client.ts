@@ -13,6 +13,7 @@ import type pino from 'pino';
 import { ClientAgent } from './agent/agent.js';
 import { makeSelfSignedCert } from './agent/cert.js';
 import { loadClientConfig } from './agent/config.js';
+import { clientsSchema } from './config.js';
 import { say } from './demo.js';
 import { createLogger } from './log.js';
 import { ClientPort } from './relay/clientport.js';
@@ -36,11 +37,11 @@ export async function runClientDemo(d: ClientDemo): Promise<void> {
     const cert = await makeSelfSignedCert();
     writeFileSync(join(dir, 'client-port.pem'), cert.cert);
     writeFileSync(join(dir, 'client-port.key'), cert.key);
-    const clients = {
+    // The config's defaults for everything not given, as a clients: section in outside.yaml would get.
+    const clients = clientsSchema.parse({
       listen: '127.0.0.1:0', cert_file: join(dir, 'client-port.pem'), key_file: join(dir, 'client-port.key'),
-      auth: 'firewall', firewall: { socks5: `127.0.0.1:${d.firewallPort}` }, allow: {},
-      handshake_timeout_ms: 10_000, max_streams: 65_536, max_sessions: 1024, max_auth_failures: 5,
-    } as const;
+      auth: 'firewall', firewall: { socks5: `127.0.0.1:${d.firewallPort}` },
+    });
     const port = new ClientPort(d.outside, clients, dir, createLogger('debug', 'outside', d.narrator('outside')));
     const { port: clientPort } = await port.start();
     const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [

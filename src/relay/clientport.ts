@@ -43,6 +43,7 @@ import { MAX_CERT } from '../session/clientshake.js';
 import type { ClientSessionKeys } from '../session/clientshake.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, joinSockets } from './pipe.js';
+import { AddressRate } from './ratelimit.js';
 
 export type ClientsConfig = NonNullable<OutsideConfig['clients']>;
 
@@ -84,6 +85,8 @@ export class ClientPort {
   /** Passive data listeners opened for agents' control connections, by port. */
   private readonly passive = new Map<number, PassiveWait>();
   private readonly sockets = new Set<net.Socket>();
+  /** Handshakes per agent address: anyone who reaches the port may start one. */
+  private readonly handshakes: AddressRate;
   /** Refused passwords per agent session (authFailed()). */
   private readonly authFailures = new WeakMap<Session, number>();
   /** Each agent session's early secret (from its handshake), for early records. */
@@ -105,6 +108,7 @@ export class ClientPort {
     this.users = cfg.auth === 'users' ? new UserFile(resolve(baseDir, cfg.users_file!), read(cfg.users_file!, 'users_file').toString('utf8')) : null;
     this.destinations = cfg.allow.destinations ? cfg.allow.destinations.map(parseDestPattern) : null;
     this.firewall = cfg.auth === 'firewall' ? splitHostPort(cfg.firewall!.socks5) : null;
+    this.handshakes = new AddressRate(cfg.handshake_rate, cfg.handshake_burst);
   }
 
   static forConfig(relay: OutsideRelay, log: Logger): ClientPort | null {
@@ -126,12 +130,16 @@ export class ClientPort {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true });
     this.server = server;
     server.on('connection', (sock: net.Socket) => {
-      // A cap on agent sessions (handshaking or not): anyone who reaches this port may try.
-      if (this.sockets.size >= this.cfg.max_sessions) {
-        this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote: sock.remoteAddress, reason: `clients.max_sessions (${this.cfg.max_sessions}) reached` }, 'agent session refused: too many');
+      // Anyone who reaches this port may try: a cap on handshakes per address and on agent
+      // sessions (handshaking or not), and refusals logged at most once per address per 10 s.
+      const remote = sock.remoteAddress ?? '?';
+      const refuse = (reason: string) => {
         sock.destroy();
-        return;
-      }
+        const n = this.handshakes.refusalsToReport(remote);
+        if (n) this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote, refused: n, reason }, 'agent sessions refused');
+      };
+      if (!this.handshakes.take(remote)) return refuse(`more than clients.handshake_rate (${this.cfg.handshake_rate}/s, burst ${this.cfg.handshake_burst}) from this address`);
+      if (this.sockets.size >= this.cfg.max_sessions) return refuse(`clients.max_sessions (${this.cfg.max_sessions}) reached`);
       this.sockets.add(sock);
       sock.on('close', () => this.sockets.delete(sock));
       acceptClientSession(sock, certDer, certKey, this.cfg.handshake_timeout_ms).then(

@@ -439,6 +439,28 @@ describe('client port and agent (loopback, in process)', () => {
     }
   });
 
+  it('refuses handshakes beyond clients.handshake_rate/handshake_burst from one address at once, and logs the refusals once, not once each', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const limited = new ClientPort(outside, { ...port.cfg, handshake_rate: 0.01, handshake_burst: 3 }, dir, createLogger('info', 'outside', { write: (l: string) => { lines.push(JSON.parse(l)); } }));
+    const { port: p } = await limited.start();
+    const socks = Array.from({ length: 6 }, () => net.connect(p, '127.0.0.1'));
+    const closed = socks.map((s) => new Promise<boolean>((resolve) => {
+      s.on('error', () => {});
+      s.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 1500);
+    }));
+    try {
+      expect((await Promise.all(closed)).filter(Boolean)).toHaveLength(3);
+      const rejected = lines.filter((l) => l.event === 'client.rejected');
+      expect(rejected).toHaveLength(1);
+      expect(rejected[0]).toMatchObject({ code: 'PS_ERR_LIMIT', remote: '127.0.0.1', refused: 1 });
+      expect(rejected[0]!.reason).toMatch(/more than clients\.handshake_rate \(0\.01\/s, burst 3\) from this address/);
+    } finally {
+      for (const s of socks) s.destroy();
+      await limited.stop();
+    }
+  });
+
   it('sets up sequential connections with per-connection keys (cost printed)', async () => {
     const agent = agentFor();
     const n = 300;
