@@ -139,7 +139,10 @@ export class ClientPort {
         if (n) this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote, refused: n, reason }, 'agent sessions refused');
       };
       if (!this.handshakes.take(remote)) return refuse(`more than clients.handshake_rate (${this.cfg.handshake_rate}/s, burst ${this.cfg.handshake_burst}) from this address`);
-      if (this.sockets.size >= this.cfg.max_sessions) return refuse(`clients.max_sessions (${this.cfg.max_sessions}) reached`);
+      if (this.sockets.size >= this.cfg.max_sessions) {
+        this.handshakes.refused(remote);
+        return refuse(`clients.max_sessions (${this.cfg.max_sessions}) reached`);
+      }
       this.sockets.add(sock);
       sock.on('close', () => this.sockets.delete(sock));
       acceptClientSession(sock, certDer, certKey, this.cfg.handshake_timeout_ms).then(

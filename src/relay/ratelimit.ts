@@ -13,25 +13,34 @@ export class AddressRate {
     private readonly maxAddresses = 10_000,
   ) {}
 
-  /** Take one token for `address`; false when its bucket is empty (and the refusal is counted). */
-  take(address: string): boolean {
-    const t = this.now();
+  private bucket(address: string, t: number): { tokens: number; at: number; refused: number; warnedAt: number } {
     let b = this.buckets.get(address);
     if (!b) {
       // Forget the longest-tracked address first: a full bucket is the same as none.
       if (this.buckets.size >= this.maxAddresses) this.buckets.delete(this.buckets.keys().next().value as string);
       b = { tokens: this.burst, at: t, refused: 0, warnedAt: -Infinity };
       this.buckets.set(address, b);
-    } else {
-      b.tokens = Math.min(this.burst, b.tokens + ((t - b.at) / 1000) * this.rate);
-      b.at = t;
     }
+    return b;
+  }
+
+  /** Take one token for `address`; false when its bucket is empty (and the refusal is counted). */
+  take(address: string): boolean {
+    const t = this.now();
+    const b = this.bucket(address, t);
+    b.tokens = Math.min(this.burst, b.tokens + ((t - b.at) / 1000) * this.rate);
+    b.at = t;
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return true;
     }
     b.refused++;
     return false;
+  }
+
+  /** Count a refusal for `address` made for another reason (a limit elsewhere), to report with the rest. */
+  refused(address: string): void {
+    this.bucket(address, this.now()).refused++;
   }
 
   /**

@@ -226,15 +226,19 @@ describe('client port and agent (loopback, in process)', () => {
     await agent.stop();
   });
 
-  it('refuses agent sessions beyond clients.max_sessions, at once', async () => {
+  it('refuses agent sessions beyond clients.max_sessions, at once, and logs it', async () => {
     const small = new OutsideRelay(outsideConfig('outside-small.yaml', randomBytes(32).toString('base64'), ['  max_sessions: 1']), log);
-    const cp = ClientPort.forConfig(small, log)!;
+    const lines: Array<Record<string, unknown>> = [];
+    const cp = ClientPort.forConfig(small, createLogger('info', 'outside', { write: (l: string) => { lines.push(JSON.parse(l)); } }))!;
     const p = (await cp.start()).port;
     try {
       const first = await agentFor({ port: p }).connectOutside();
       const err = await agentFor({ port: p }).connectOutside().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AgentError);
       expect((err as AgentError).code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+      expect(lines.filter((l) => l.event === 'client.rejected')).toEqual([
+        expect.objectContaining({ code: 'PS_ERR_LIMIT', refused: 1, reason: 'clients.max_sessions (1) reached' }),
+      ]);
       first.sock.destroy();
     } finally {
       await cp.stop();
