@@ -43,7 +43,7 @@ import { MAX_CERT } from '../session/clientshake.js';
 import type { ClientSessionKeys } from '../session/clientshake.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
 import { holdStream, joinSockets } from './pipe.js';
-import { AddressRate } from './ratelimit.js';
+import { AddressRate, Refusals } from './ratelimit.js';
 
 export type ClientsConfig = NonNullable<OutsideConfig['clients']>;
 
@@ -87,6 +87,7 @@ export class ClientPort {
   private readonly sockets = new Set<net.Socket>();
   /** Handshakes per agent address: anyone who reaches the port may start one. */
   private readonly handshakes: AddressRate;
+  private readonly refusals = new Refusals();
   /** Refused passwords per agent session (authFailed()). */
   private readonly authFailures = new WeakMap<Session, number>();
   /** Each agent session's early secret (from its handshake), for early records. */
@@ -135,14 +136,11 @@ export class ClientPort {
       const remote = sock.remoteAddress ?? '?';
       const refuse = (reason: string) => {
         sock.destroy();
-        const n = this.handshakes.refusalsToReport(remote);
+        const n = this.refusals.note(remote);
         if (n) this.log.warn({ event: 'client.rejected', code: ErrorCode.LIMIT, remote, refused: n, reason }, 'agent sessions refused');
       };
       if (!this.handshakes.take(remote)) return refuse(`more than clients.handshake_rate (${this.cfg.handshake_rate}/s, burst ${this.cfg.handshake_burst}) from this address`);
-      if (this.sockets.size >= this.cfg.max_sessions) {
-        this.handshakes.refused(remote);
-        return refuse(`clients.max_sessions (${this.cfg.max_sessions}) reached`);
-      }
+      if (this.sockets.size >= this.cfg.max_sessions) return refuse(`clients.max_sessions (${this.cfg.max_sessions}) reached`);
       this.sockets.add(sock);
       sock.on('close', () => this.sockets.delete(sock));
       acceptClientSession(sock, certDer, certKey, this.cfg.handshake_timeout_ms).then(
@@ -262,8 +260,7 @@ export class ClientPort {
     // The agent sends greeting, password and request in one flight and waits for all three
     // answers: hold ours until the last (established() or a refusal's end()), one write not three.
     sock.cork();
-    const guard = { locked: () => (this.authFailures.get(session) ?? 0) >= this.cfg.max_auth_failures, failed: () => this.authFailed(session, log) };
-    withTimeout(this.negotiate(sock, share, r, slog, own, guard), limit, 'client set-up').catch((err: PortsideError) => {
+    withTimeout(this.negotiate(sock, share, r, slog, own, session), limit, 'client set-up').catch((err: PortsideError) => {
       slog.warn({ event: 'client.failed', code: err.code ?? ErrorCode.PROTOCOL, reason: err.message }, 'client connection failed during set-up');
       sock.destroy();
     });
@@ -288,15 +285,19 @@ export class ClientPort {
    * judging their password, and those already open go on (a password changed at the firewall
    * must not cut a running transfer).
    */
-  private authFailed(session: Session, log: Logger): void {
+  private authFailed(session: Session, log: Fields): void {
     const n = (this.authFailures.get(session) ?? 0) + 1;
     this.authFailures.set(session, n);
     if (n !== this.cfg.max_auth_failures) return; // logged once, when it locks
     log.warn({ event: 'client.session_locked', code: ErrorCode.LIMIT, reason: `${n} passwords refused on one session (clients.max_auth_failures)` }, 'agent session locked: its new connections are refused, open ones go on');
   }
 
+  private locked(session: Session): boolean {
+    return (this.authFailures.get(session) ?? 0) >= this.cfg.max_auth_failures;
+  }
+
   /** `own`: our key share for this connection, when early mode made it ahead (onStream). */
-  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own: KeyShare | undefined, guard: { locked(): boolean; failed(): void }): Promise<void> {
+  private async negotiate(sock: CarriedConnection, agentShare: Buffer, r: ByteReader, log: Fields, own: KeyShare | undefined, session: Session): Promise<void> {
     const methods = await readGreeting(r);
     if (!methods.includes(2)) {
       log.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'agent offered no username/password method' }, 'client refused');
@@ -332,7 +333,7 @@ export class ClientPort {
     // 603-605: the firewall judges the password (and, for a CONNECT we will carry, the request,
     // sent in the same flight), or our users file does.
     let firewallRep = 0;
-    if (guard.locked()) {
+    if (this.locked(session)) {
       tlog.warn({ event: 'client.refused', code: ErrorCode.LIMIT, reason: 'the session is locked after clients.max_auth_failures refused passwords' }, 'client refused');
       sock.end(Buffer.of(1, AuthStatus.LOCKED));
       return;
@@ -349,7 +350,7 @@ export class ClientPort {
         if (verdict !== 'ok') {
           tlog.warn({ event: 'client.refused', code: ErrorCode.FIREWALL_AUTH, reason: verdict === 'auth-failed' ? 'the firewall refused the username or password' : 'the firewall offers no username/password method' }, 'firewall refused the client');
           sock.end(Buffer.of(1, AuthStatus.FIREWALL_REFUSED));
-          if (verdict === 'auth-failed') guard.failed();
+          if (verdict === 'auth-failed') this.authFailed(session, tlog);
           return;
         }
         if (typeof asked !== 'string') firewallRep = asked.rep;
@@ -362,7 +363,7 @@ export class ClientPort {
     } else if (!(await this.users!.verify(cred.username, cred.password))) {
       tlog.warn({ event: 'client.refused', code: ErrorCode.CLIENT_AUTH, reason: 'unknown user or wrong password' }, 'client refused');
       sock.end(Buffer.of(1, AuthStatus.REFUSED));
-      guard.failed();
+      this.authFailed(session, tlog);
       return;
     }
     sock.write(Buffer.of(1, AuthStatus.OK));

@@ -5,7 +5,7 @@ import { joinHostPort } from '../config.js';
 import { AuthError, ErrorCode, PortsideError, ProtocolError, Result, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics.js';
-import { AddressRate } from './ratelimit.js';
+import { Refusals } from './ratelimit.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import { NonceLog, OutsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initSchema, type InitAck, type InitData } from '../session/init.js';
@@ -63,8 +63,8 @@ export class OutsideRelay {
   private readonly psk = new Map<string, Buffer>();
   private readonly trialKeys = new Map<string, Buffer>();
   private readonly nonces = new NonceLog();
-  /** Only its refusal counts are used: connections refused for max_pending_handshakes, per address, for the log. */
-  private readonly refusals = new AddressRate(1, 1);
+  /** Connections refused for max_pending_handshakes, per address, for the log. */
+  private readonly refusals = new Refusals();
   readonly allow: AllowList;
   extension: OutsideExtension = {};
 
@@ -114,8 +114,7 @@ export class OutsideRelay {
       raw.destroy();
       // Logged once per address per 10 s, with the count: a flood must not become one of log lines.
       const remote = raw.remoteAddress ?? '?';
-      this.refusals.refused(remote);
-      const n = this.refusals.refusalsToReport(remote);
+      const n = this.refusals.note(remote);
       if (n) this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_LIMIT, remote, refused: n }, 'too many sessions waiting to authenticate');
       return;
     }

@@ -181,16 +181,21 @@ describe('client session transport: clear DATA', () => {
 });
 
 describe('client session transport: carried connections', () => {
-  async function connect(p: ReturnType<typeof transportPair>) {
+  /** A carried connection opened by the agent and accepted by the relay, not sealed yet; `seal*` do each side. */
+  async function open(p: ReturnType<typeof transportPair>) {
     const a = newKeyShare();
     const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
     await turns(3);
     const s = p.accepted.at(-1)!;
     const far = new CarriedConnection(s);
     const b = newKeyShare();
-    far.seal(b, s.extra!, 'client-port');
-    near.seal(a, b.share, 'client');
-    return { near, far };
+    return { near, far, sealFar: () => far.seal(b, s.extra!, 'client-port'), sealNear: () => near.seal(a, b.share, 'client') };
+  }
+  async function connect(p: ReturnType<typeof transportPair>) {
+    const c = await open(p);
+    c.sealFar();
+    c.sealNear();
+    return c;
   }
   const collect = (c: CarriedConnection) => new Promise<Buffer>((resolve, reject) => {
     const got: Buffer[] = [];
@@ -200,20 +205,14 @@ describe('client session transport: carried connections', () => {
   });
 
   it('records that arrive before the receiver has the keys are held, never read as set-up bytes, and opened once it has them', async () => {
-    const p = transportPair();
-    const a = newKeyShare();
-    const near = new CarriedConnection(p.client.open('0.0.0.0', 0, a.share));
-    await turns(3);
-    const s = p.accepted.at(-1)!;
-    const far = new CarriedConnection(s);
-    const b = newKeyShare();
+    const { near, far, sealNear, sealFar } = await open(transportPair());
     // The agent has the relay's share first and sends at once; the relay seals later.
-    near.seal(a, b.share, 'client');
+    sealNear();
     const got = collect(far);
     near.end(Buffer.from('sent before the relay had its keys'));
     await turns();
     expect(far.read()).toBeNull(); // nothing reached the set-up reader
-    far.seal(b, s.extra!, 'client-port');
+    sealFar();
     expect((await got).toString()).toBe('sent before the relay had its keys');
   });
 
