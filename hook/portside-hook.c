@@ -40,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netdb.h>
-#include <stddef.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>

@@ -126,13 +126,16 @@ export function parseRouteOption(spec: string): HookRoute {
  * route's port, if any, does not narrow it: such a name goes to the agent on every port.
  * Null for an address route or a direct one.
  */
+/** A host name or a name pattern with `*` (the hook's PORTSIDE_NAMES accepts these characters). */
+const NAME_PATTERN = /^[A-Za-z0-9*._-]{1,255}$/;
+
 export function remoteName(r: { match: string; via: string }): string | null {
   const action = parseAction(r.via, r.match);
   const { host, prefix, port } = splitMatch(String(r.match));
   if (action !== 'portside' || host === '*' || net.isIP(host)) return null;
   if (prefix !== undefined) throw routeError(r.match, 'a host name takes no prefix');
   if (port !== undefined) checkPorts(port, r.match);
-  if (!/^[A-Za-z0-9*._-]{1,255}$/.test(host)) throw routeError(r.match, `'${host}' is not a host name or name pattern`);
+  if (!NAME_PATTERN.test(host)) throw routeError(r.match, `'${host}' is not a host name or name pattern`);
   return host.toLowerCase();
 }
 
@@ -251,7 +254,7 @@ export async function buildRunEnv(o: RunOptions, env: NodeJS.ProcessEnv = proces
   }
   const routes: HookRoute[] = (o.route ?? []).map(parseRouteOption);
   for (const n of o.name ?? []) {
-    if (!/^[A-Za-z0-9*._-]{1,255}$/.test(n)) throw new PortsideError('PS_ERR_CONFIG', `--name '${n}': expected a host name or pattern such as *.intra`);
+    if (!NAME_PATTERN.test(n)) throw new PortsideError('PS_ERR_CONFIG', `--name '${n}': expected a host name or pattern such as *.intra`);
   }
   const names: string[] = (o.name ?? []).map((n) => n.toLowerCase());
   for (const r of cfg?.routes ?? []) {
