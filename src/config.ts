@@ -22,13 +22,19 @@ const level = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silen
 const portRange = z.union([z.number().int().min(1).max(65535), z.string().regex(/^\d{1,5}(-\d{1,5})?$/, 'expected PORT or LOW-HIGH')]);
 const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an address or network in CIDR form');
 
-const limits = z.strictObject({
+export const limitsSchema = z.strictObject({
   handshake_timeout_ms: z.number().int().positive().default(10_000),
   max_pending_handshakes: z.number().int().positive().default(64),
   keepalive_interval_ms: z.number().int().positive().default(15_000),
   keepalive_timeout_ms: z.number().int().positive().default(45_000),
   connect_timeout_ms: z.number().int().positive().default(10_000),
   max_streams: z.number().int().positive().default(65_536),
+  /** Carried connections (pipe.ts, Guard): no bytes for this long closes one; 0 never. */
+  idle_timeout_ms: z.number().int().nonnegative().default(0),
+  /** … once one direction has ended (a FIN the other side never answers). */
+  half_close_timeout_ms: z.number().int().nonnegative().default(300_000),
+  /** TCP keep-alive on carried sockets after this much idleness; 0 off. */
+  tcp_keepalive_ms: z.number().int().nonnegative().default(60_000),
 }).prefault({});
 
 /** The client port (docs/client.md): each agent holds one session here (own handshake and records, docs/protocol.md) and carries its connections over it. */
@@ -66,7 +72,7 @@ export const outsideSchema = z.strictObject({
     ports: z.array(portRange).default(['1024-65535']),
     from: z.array(cidr).default(['0.0.0.0/0', '::/0']),
   }).prefault({}),
-  limits,
+  limits: limitsSchema,
   log_level: level,
   /** Prometheus metrics at http://HOST:PORT/metrics (src/metrics.ts); off when absent. */
   metrics: hostPort.optional(),
@@ -97,7 +103,7 @@ export const insideSchema = z.strictObject({
     min_ms: z.number().int().positive().default(500),
     max_ms: z.number().int().positive().default(30_000),
   }).prefault({}),
-  limits,
+  limits: limitsSchema,
   log_level: level,
   metrics: hostPort.optional(),
 }).refine((v) => !!v.key !== !!v.key_file, { message: 'give exactly one of key or key_file', path: ['key'] });

@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import type { InsideConfig, OutsideConfig } from './config.js';
+import { limitsSchema, type InsideConfig, type OutsideConfig } from './config.js';
 import { createLogger } from './log.js';
 import { InsideRelay } from './relay/inside.js';
 import { OutsideRelay } from './relay/outside.js';
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
   const outsideCfg: OutsideConfig = {
     file: 'demo', listen: '127.0.0.1:0', insides: [{ name: 'branch-a', key: 'x' }], keys: new Map([['branch-a', key]]),
     allow: { hosts: ['127.0.0.1'], ports: ['1024-65535'], from: ['127.0.0.0/8'] },
-    limits: { handshake_timeout_ms: 10000, max_pending_handshakes: 64, keepalive_interval_ms: 15000, keepalive_timeout_ms: 45000, connect_timeout_ms: 10000, max_streams: 65536 },
+    limits: limitsSchema.parse({}),
     log_level: 'debug',
   };
   const outside = new OutsideRelay(outsideCfg, createLogger('debug', 'outside', narrator('outside')));

@@ -24,7 +24,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import type { InsideRelay } from './inside.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
-import { holdStream, pipeStream, type HeldData } from './pipe.js';
+import { holdStream, pipeStream, type Guard, type HeldData } from './pipe.js';
 
 // ---------------------------------------------------------------- shared
 
@@ -114,7 +114,7 @@ export function attachDynamicInside(relay: InsideRelay): void {
         const timer = setTimeout(() => { passive.delete(id); done(); }, timeoutMs + 1000);
         passive.set(id, { host, port, timer, done });
       };
-      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, rules, stream, sock, requestListen, expectPassive).start(held);
+      new InsideControl(relay.log.child({ stream: stream.id, service: service.name }), session, rules, stream, sock, requestListen, expectPassive, relay.guard).start(held);
       return true;
     },
   };
@@ -148,6 +148,7 @@ class InsideControl {
     private readonly sock: net.Socket,
     private readonly requestListen: ListenFn,
     private readonly expectPassive: (id: number, host: string, port: number, timeoutMs: number, done: () => void) => void,
+    private readonly guard: Guard,
   ) {
     this.inspector = new Inspector(rules);
     const extra = parseExtra(stream);
@@ -309,7 +310,7 @@ class InsideControl {
       srv.close();
       settle();
       this.log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: data.id, accept_from: n.acceptFrom }, 'peer connected to the rewritten address');
-      pipeStream(data, conn, undefined, held);
+      pipeStream(data, conn, undefined, held, undefined, this.guard);
     });
     const timer = setTimeout(() => {
       srv.close();
@@ -403,7 +404,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
       pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), undefined, {
         data: (buf) => check(inspector.push('c2s', buf)),
         end: () => check(inspector.flush('c2s')),
-      });
+      }, relay.guard);
       return true;
     },
 
@@ -422,7 +423,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
           if (stream.state !== 'opening') { sock.destroy(); return; }
           peer.session.answer(stream, Result.OK);
           log.info({ event: 'outside-connect.done', target, result: 'OK', via: 'agent' }, 'connected to the client through its agent');
-          pipeStream(stream, sock);
+          pipeStream(stream, sock, undefined, undefined, undefined, relay.guard);
         }, (err: NodeJS.ErrnoException) => {
           if (stream.state !== 'opening') return;
           const r = resultFromSocketError(err);
@@ -452,7 +453,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
         if (stream.state !== 'opening') { sock.destroy(); return; }
         peer.session.answer(stream, Result.OK);
         log.info({ event: 'outside-connect.done', target, result: 'OK' }, 'connected to the client');
-        pipeStream(stream, sock);
+        pipeStream(stream, sock, undefined, undefined, undefined, relay.guard);
       });
     },
 
@@ -492,7 +493,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
             return;
           }
           log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: stream.id }, 'client connected for passive data');
-          pipeStream(stream, conn);
+          pipeStream(stream, conn, undefined, undefined, undefined, relay.guard);
         };
       }).then((srv) => {
         srvRef = srv;

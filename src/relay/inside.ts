@@ -12,7 +12,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
-import { holdStream, logClosed, pipeStream, type HeldData } from './pipe.js';
+import { guardOf, holdStream, logClosed, pipeStream, type Guard, type HeldData } from './pipe.js';
 import { channelBinding, clientOptions } from './tls.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 
@@ -49,9 +49,12 @@ export class InsideRelay extends EventEmitter {
   /** `reach`: where client agents may connect through us (docs/client.md). */
   private readonly reach: DestPattern[];
   extension: InsideExtension = {};
+  /** Timeouts for carried connections (limits.*). */
+  readonly guard: Guard;
 
   constructor(readonly cfg: InsideConfig, readonly log: Logger) {
     super();
+    this.guard = guardOf(cfg.limits, log);
     this.keys = deriveKeys(cfg.sharedKey);
     this.firewall = cfg.firewall ? { ...splitHostPort(cfg.firewall.socks5), username: cfg.firewall.username, password: cfg.firewall.password } : undefined;
     this.services = cfg.services.map((s) => ({ name: s.name, listen: splitHostPort(s.listen), target: splitHostPort(s.target), ...(s.rules ? { rules: s.rules } : {}) }));
@@ -207,7 +210,7 @@ export class InsideRelay extends EventEmitter {
       if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
       // Nothing made here may outlive the set-up (idle connections must stay small).
       sock.off('error', onError);
-      pipeStream(stream, sock, logClosed(log, fields), held);
+      pipeStream(stream, sock, logClosed(log, fields), held, undefined, this.guard);
     });
   }
 }

@@ -13,7 +13,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { AllowList } from './allow.js';
 import { sessionOverSocket } from './link.js';
-import { logClosed, pipeStream } from './pipe.js';
+import { guardOf, logClosed, pipeStream, type Guard } from './pipe.js';
 import { channelBinding, serverOptions } from './tls.js';
 
 /** One inside relay's live session at this outside relay. */
@@ -67,8 +67,11 @@ export class OutsideRelay {
   private readonly refusals = new Refusals();
   readonly allow: AllowList;
   extension: OutsideExtension = {};
+  /** Timeouts for carried connections (limits.*). */
+  readonly guard: Guard;
 
   constructor(readonly cfg: OutsideConfig, readonly log: Logger) {
+    this.guard = guardOf(cfg.limits, log);
     for (const [name, key] of cfg.keys) {
       const d = deriveKeys(key);
       this.psk.set(name, d.psk);
@@ -269,7 +272,7 @@ export class OutsideRelay {
       sock.on('error', ignore);
       return;
     }
-    pipeStream(stream, sock, logClosed(peer.log, fields));
+    pipeStream(stream, sock, logClosed(peer.log, fields), undefined, undefined, this.guard);
   }
 
   private closePeer(peer: InsidePeer): void {

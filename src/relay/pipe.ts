@@ -1,5 +1,5 @@
 import net, { type Socket } from 'node:net';
-import { Result, resultFromSocketError, resultName } from '../errors.js';
+import { ErrorCode, Result, resultFromSocketError, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_MAX_FRAME, HEADER_SIZE } from '../session/frame.js';
 import type { Stream } from '../session/stream.js';
@@ -17,13 +17,21 @@ export function pipeStream(
   held?: HeldData,
   /** Inspect socket→stream bytes (the outside relay's own notice check); returns what to send. */
   filter?: Filter,
+  /** The relay's timeouts for carried connections (limits.* in its config). */
+  guard?: Guard,
 ): void {
   // One object per connection and shared handlers (`this` is the socket or the stream) rather
   // than a dozen closures: idle connections must stay small.
-  const p = new Pipe(stream, sock, onDone, filter);
+  const p = new Pipe(stream, sock, onDone, filter, guard);
   (sock as Piped<Socket>)[kPipe] = p;
   (stream as Piped<Stream>)[kPipe] = p;
   sock.setNoDelay(true);
+  if (guard) {
+    // A peer that vanished (no FIN, no RST) is found by the kernel's probes, not left for ever.
+    if (guard.keepAliveMs) sock.setKeepAlive(true, guard.keepAliveMs);
+    if (guard.idleMs) sock.setTimeout(guard.idleMs);
+    sock.on('timeout', onSocketTimeout);
+  }
   setWriteHighWaterMark(sock, 256 * 1024);
   if (!filter) readWithHeadroom(sock);
   sock.on('data', onSocketData); // with headroom reads: only bytes Node read before
@@ -45,6 +53,19 @@ export function pipeStream(
 }
 
 type Filter = { data(buf: Buffer): Buffer[]; end(): Buffer[] };
+
+/**
+ * What a relay enforces on each carried connection, counted on its own socket (bytes either way
+ * count as activity): `idleMs` without a byte closes it (0: never); once one direction has ended,
+ * `halfCloseMs` without a byte closes it (0: never; a server that never answers a client's FIN
+ * would otherwise hold both relays' resources for ever); `keepAliveMs`: TCP keep-alive probes
+ * after that much idleness (0: off). Closing sends RESET(TIMEOUT) to the other relay.
+ */
+export interface Guard { idleMs: number; halfCloseMs: number; keepAliveMs: number; log: Logger }
+
+export function guardOf(limits: { idle_timeout_ms: number; half_close_timeout_ms: number; tcp_keepalive_ms: number }, log: Logger): Guard {
+  return { idleMs: limits.idle_timeout_ms, halfCloseMs: limits.half_close_timeout_ms, keepAliveMs: limits.tcp_keepalive_ms, log };
+}
 const kPipe = Symbol('pipe');
 type Piped<T> = T & { [kPipe]: Pipe };
 
@@ -62,13 +83,24 @@ class Pipe {
   /** The socket's own read block while it moves bulk, filled up to `at` (see readWithHeadroom). */
   block: Block | null = null;
   at = 0;
+  /** One direction has ended: the guard's half-close timeout runs. */
+  halfClosed = false;
 
   constructor(
     readonly stream: Stream,
     readonly sock: Socket,
     readonly onDone: ((result: number, message: string) => void) | undefined,
     readonly filter: Filter | undefined,
+    readonly guard: Guard | undefined,
   ) {}
+
+  /** The first FIN either way: from now on the shorter of the two timeouts applies. */
+  ended(): void {
+    const g = this.guard;
+    if (this.halfClosed || !g?.halfCloseMs) return;
+    this.halfClosed = true;
+    this.sock.setTimeout(g.idleMs ? Math.min(g.idleMs, g.halfCloseMs) : g.halfCloseMs);
+  }
 
   /** Socket → stream. `headroom`: free bytes in front of buf for the frame header. */
   take(buf: Buffer, headroom: number): void {
@@ -113,6 +145,20 @@ function onSocketEnd(this: Piped<Socket>): void {
   p.sawEnd = true;
   if (p.filter) for (const part of p.filter.end()) p.stream.write(part);
   p.stream.end();
+  p.ended();
+}
+
+function onSocketTimeout(this: Piped<Socket>): void {
+  const p = this[kPipe];
+  if (p.done) return;
+  const g = p.guard!;
+  const half = p.halfClosed && (!g.idleMs || g.halfCloseMs < g.idleMs);
+  const ms = half ? g.halfCloseMs : g.idleMs;
+  const reason = half ? `half-closed with no bytes for ${ms} ms (limits.half_close_timeout_ms)` : `no bytes for ${ms} ms (limits.idle_timeout_ms)`;
+  g.log.info({ event: 'stream.timeout', code: ErrorCode.IDLE_TIMEOUT, stream: p.stream.id, peer: `${this.remoteAddress}:${this.remotePort}`, reason }, 'carried connection closed: idle');
+  p.stream.reset(Result.TIMEOUT);
+  p.finish(Result.TIMEOUT, reason);
+  this.resetAndDestroy();
 }
 
 function onSocketDrain(this: Piped<Socket>): void {
@@ -180,6 +226,7 @@ function onStreamEnd(this: Stream): void {
   const p = (this as Piped<Stream>)[kPipe];
   p.sendQueued();
   p.sock.end();
+  p.ended();
 }
 
 function onStreamReset(this: Stream, result: number, message: string): void {

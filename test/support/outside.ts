@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import type { OutsideConfig } from '../../src/config.js';
+import { limitsSchema, type OutsideConfig } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/log.js';
 
 /** An outside relay config for in-process tests: one inside relay 'branch-a' with `key`. */
@@ -10,11 +10,7 @@ export function outsideConfig(key: Buffer, limits: Partial<OutsideConfig['limits
     insides: [{ name: 'branch-a', key: key.toString('base64') }],
     keys: new Map([['branch-a', key]]),
     allow: { hosts: ['127.0.0.1'], ports: ['1024-65535'], from: ['127.0.0.0/8'] },
-    limits: {
-      handshake_timeout_ms: 10_000, max_pending_handshakes: 64, keepalive_interval_ms: 15_000,
-      keepalive_timeout_ms: 60_000, connect_timeout_ms: 10_000, max_streams: 100,
-      ...limits,
-    },
+    limits: limitsSchema.parse({ keepalive_timeout_ms: 60_000, max_streams: 100, ...limits }),
     log_level: 'info',
   } as OutsideConfig;
 }

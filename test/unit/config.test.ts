@@ -72,6 +72,7 @@ describe('config: good files', () => {
     expect(c.limits).toEqual({
       handshake_timeout_ms: 10_000, max_pending_handshakes: 64, keepalive_interval_ms: 15_000,
       keepalive_timeout_ms: 45_000, connect_timeout_ms: 10_000, max_streams: 65_536,
+      idle_timeout_ms: 0, half_close_timeout_ms: 300_000, tcp_keepalive_ms: 60_000,
     });
     expect(detectConfigKind(GOOD_OUTSIDE)).toBe('outside');
   });
@@ -120,6 +121,12 @@ describe('config: bad files name the file, line:column and key', () => {
   it('a bad HOST:PORT points at the value', () => {
     const e = refuse('outside', 'listen.yaml', GOOD_OUTSIDE.replace('listen: 127.0.0.1:7000', 'listen: 127.0.0.1'));
     expect(e.message).toMatch(/:1:9: listen: expected HOST:PORT/);
+  });
+
+  it('a negative connection timeout is refused at its line; 0 turns it off', () => {
+    const e = refuse('outside', 'idle.yaml', GOOD_OUTSIDE + 'limits:\n  idle_timeout_ms: -1\n');
+    expect(e.message).toMatch(/:13:20: limits\.idle_timeout_ms: .*>=0/);
+    expect(loadOutsideConfig(file('idle0.yaml', GOOD_OUTSIDE + 'limits:\n  half_close_timeout_ms: 0\n')).limits.half_close_timeout_ms).toBe(0);
   });
 
   it('an out-of-range port inside a service points at it', () => {
