@@ -25,6 +25,9 @@ const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an addre
 export const limitsSchema = z.strictObject({
   handshake_timeout_ms: z.number().int().positive().default(10_000),
   max_pending_handshakes: z.number().int().positive().default(64),
+  /** Outside relay: session handshakes one address may start per second, and may save up. */
+  handshake_rate: z.number().positive().default(20),
+  handshake_burst: z.number().int().positive().default(100),
   keepalive_interval_ms: z.number().int().positive().default(15_000),
   keepalive_timeout_ms: z.number().int().positive().default(45_000),
   connect_timeout_ms: z.number().int().positive().default(10_000),

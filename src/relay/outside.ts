@@ -5,7 +5,7 @@ import { joinHostPort } from '../config.js';
 import { AuthError, ErrorCode, PortsideError, ProtocolError, Result, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics.js';
-import { Refusals } from './ratelimit.js';
+import { AddressRate, Refusals } from './ratelimit.js';
 import { FrameType, type Frame } from '../session/frame.js';
 import { NonceLog, OutsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initSchema, type InitAck, type InitData } from '../session/init.js';
@@ -65,6 +65,9 @@ export class OutsideRelay {
   private readonly nonces = new NonceLog();
   /** Connections refused for max_pending_handshakes, per address, for the log. */
   private readonly refusals = new Refusals();
+  private readonly handshakes: AddressRate;
+  /** Raw connections closed for a limit: their TLS failure is no news. */
+  private readonly refused = new WeakSet<object>();
   readonly allow: AllowList;
   extension: OutsideExtension = {};
   /** Timeouts for carried connections (limits.*). */
@@ -72,6 +75,7 @@ export class OutsideRelay {
 
   constructor(readonly cfg: OutsideConfig, readonly log: Logger) {
     this.guard = guardOf(cfg.limits, log);
+    this.handshakes = new AddressRate(cfg.limits.handshake_rate, cfg.limits.handshake_burst);
     for (const [name, key] of cfg.keys) {
       const d = deriveKeys(key);
       this.psk.set(name, d.psk);
@@ -87,6 +91,8 @@ export class OutsideRelay {
     server.on('connection', (raw: net.Socket) => this.onRawConnection(raw));
     server.on('secureConnection', (s: tls.TLSSocket) => this.onSecure(s));
     server.on('tlsClientError', (err: Error & { code?: string }, s: tls.TLSSocket) => {
+      // A connection we closed ourselves (a limit) was logged as such already.
+      if ((s as tls.TLSSocket & { _parent?: object })._parent && this.refused.has((s as tls.TLSSocket & { _parent: object })._parent)) return;
       const unknown = !(s as tls.TLSSocket & { pskIdentity?: string }).pskIdentity;
       const code = /psk|decrypt|bad record mac|handshake failure/i.test(`${err.code} ${err.message}`) ? ErrorCode.AUTH_FAILED : ErrorCode.TLS;
       this.log.warn({ event: 'session.rejected', code, remote: s.remoteAddress, reason: unknown ? 'unknown inside relay name or wrong key' : err.message }, 'TLS handshake failed');
@@ -113,12 +119,18 @@ export class OutsideRelay {
   private onRawConnection(raw: net.Socket): void {
     // Control frames are small and latency-bound; the session batches its own writes.
     raw.setNoDelay(true);
-    if (this.pending >= this.cfg.limits.max_pending_handshakes) {
+    const remote = raw.remoteAddress ?? '?';
+    // One address may not take every pending place: each handshake costs a key exchange here,
+    // and inside relays behind one firewall share its address (so the burst is generous).
+    const limited = !this.handshakes.take(remote);
+    if (limited || this.pending >= this.cfg.limits.max_pending_handshakes) {
+      this.refused.add(raw);
       raw.destroy();
       // Logged once per address per 10 s, with the count: a flood must not become one of log lines.
-      const remote = raw.remoteAddress ?? '?';
       const n = this.refusals.note(remote);
-      if (n) this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_LIMIT, remote, refused: n }, 'too many sessions waiting to authenticate');
+      const { handshake_rate: rate, handshake_burst: burst, max_pending_handshakes: max } = this.cfg.limits;
+      const reason = limited ? `more than limits.handshake_rate (${rate}/s, burst ${burst}) from this address` : `${max} sessions waiting to authenticate (limits.max_pending_handshakes)`;
+      if (n) this.log.warn({ event: 'session.rejected', code: ErrorCode.HANDSHAKE_LIMIT, remote, refused: n, reason }, 'too many session handshakes');
       return;
     }
     this.pending++;

@@ -59,6 +59,21 @@ describe('unauthenticated peers at the outside relay', () => {
     expect(lines.filter((l) => l.code === 'PS_ERR_HANDSHAKE_LIMIT')).toHaveLength(1);
   });
 
+  it('closes handshakes beyond limits.handshake_burst from one address at once, logged once with the count', async () => {
+    const { lines, log } = logSink();
+    relay = new OutsideRelay(outsideConfig(SHARED, { handshake_rate: 0.01, handshake_burst: 3 }), log);
+    const { port } = (await relay.start()) as AddressInfo;
+    const socks = [];
+    for (let i = 0; i < 6; i++) socks.push(await connect(port));
+    await Promise.all(socks.slice(3).map((s) => (s.destroyed ? null : once(s, 'close'))));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(socks.map((s) => s.destroyed)).toEqual([false, false, false, true, true, true]);
+    const rejected = lines.filter((l) => l.event === 'session.rejected');
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ code: 'PS_ERR_HANDSHAKE_LIMIT', remote: '127.0.0.1', refused: 1 });
+    expect(String(rejected[0]!.reason)).toMatch(/limits\.handshake_rate/);
+  });
+
   it('closes a peer that does not authenticate within handshake_timeout_ms, with PS_ERR_HANDSHAKE_TIMEOUT', async () => {
     const { lines, log } = logSink();
     relay = new OutsideRelay(config(8, 300), log);
