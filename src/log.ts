@@ -8,10 +8,15 @@ export type Logger = pino.Logger;
  * (README, "Logs"); errors carry the stable `code` (docs/errors.md). Secrets are redacted by path.
  */
 export function createLogger(level = 'info', name = 'portside', dest?: pino.DestinationStream): Logger {
+  let out = dest ?? pino.destination({ dest: 1, sync: true });
+  // Warnings are made even when the level hides them, so portside_errors_total counts every
+  // failure; only the stream then drops them.
+  const quiet = level === 'error' || level === 'fatal' || level === 'silent';
+  if (quiet) out = pino.multistream(level === 'silent' ? [] : [{ level, stream: out }]);
   return pino(
     {
       name,
-      level,
+      level: quiet ? 'warn' : level,
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: ['key', 'password', '*.password', '*.key', 'firewall.password'], censor: '[secret]' },
@@ -26,9 +31,10 @@ export function createLogger(level = 'info', name = 'portside', dest?: pino.Dest
         },
       },
     },
-    // Written as they are made: a line per connection handed to a worker thread cost more (a
-    // futex and an event-loop wake-up each) than writing it, and a crash loses no lines.
-    dest ?? pino.destination({ dest: 1, sync: true }),
+    // Written as they are made (pino.destination sync): a line per connection handed to a worker
+    // thread cost more (a futex and an event-loop wake-up each) than writing it, and a crash
+    // loses no lines.
+    out,
   );
 }
 

@@ -20,6 +20,22 @@ describe('metrics', () => {
     expect(seriesValue(after, 'portside_errors_total{code="PS_ERR_TEST_B"}')).toBe(0);
   });
 
+  it('counts warnings also at log_level error and silent, where they are not written; error lines are written at error', async () => {
+    for (const level of ['error', 'silent']) {
+      const written: string[] = [];
+      const log = createLogger(level, 'test', { write: (l: string) => { written.push(l); } });
+      const code = `PS_ERR_TEST_${level.toUpperCase()}`;
+      const before = await now();
+      log.warn({ event: 'x', code }, 'hidden');
+      log.info({ event: 'x', code }, 'hidden, not a failure');
+      log.error({ event: 'x', code }, 'shown at error');
+      const after = await now();
+      expect(seriesValue(after, `portside_errors_total{code="${code}"}`) - seriesValue(before, `portside_errors_total{code="${code}"}`)).toBe(2);
+      expect(written.map((l) => JSON.parse(l).msg)).toEqual(level === 'error' ? ['shown at error'] : []);
+      expect(log.isLevelEnabled('info')).toBe(false);
+    }
+  });
+
   it('reads sessions at scrape time: established ones by role, their open streams, and bytes that do not fall when a session closes', async () => {
     const a = { role: 'outside', established: true, streamCount: 3, bytesIn: 1000, bytesOut: 2000 };
     const b = { role: 'outside', established: false, streamCount: 0, bytesIn: 10, bytesOut: 20 };
