@@ -13,8 +13,9 @@
  *   PORTSIDE_SOCKS            agent address, numeric HOST:PORT or [V6]:PORT
  *   PORTSIDE_ROUTES           route list, first match wins, default direct
  *   PORTSIDE_NAMES            host name patterns the relays resolve (names.h): getaddrinfo()
- *                             answers with a stand-in from 224.0.0.0/8, connect() to it sends
- *                             the name in the SOCKS5 CONNECT
+ *                             (and, for older programs, gethostbyname, gethostbyname2 and
+ *                             their _r forms) answers with a stand-in from 224.0.0.0/8,
+ *                             connect() to it sends the name in the SOCKS5 CONNECT
  *   PORTSIDE_CONNECT_TIMEOUT  seconds for the whole SOCKS exchange (default 60)
  *   PORTSIDE_HOOK_DEBUG=1     one line per decision on stderr (else silent)
  *
@@ -60,6 +61,10 @@ static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 static int (*real_getaddrinfo)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
 static void (*real_freeaddrinfo)(struct addrinfo *);
+static struct hostent *(*real_gethostbyname)(const char *);
+static struct hostent *(*real_gethostbyname2)(const char *, int);
+static int (*real_gethostbyname_r)(const char *, struct hostent *, char *, size_t, struct hostent **, int *);
+static int (*real_gethostbyname2_r)(const char *, int, struct hostent *, char *, size_t, struct hostent **, int *);
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int debug;
@@ -97,6 +102,10 @@ static void init(void) {
   real_dup3 = dlsym(RTLD_NEXT, "dup3");
   real_getaddrinfo = dlsym(RTLD_NEXT, "getaddrinfo");
   real_freeaddrinfo = dlsym(RTLD_NEXT, "freeaddrinfo");
+  real_gethostbyname = dlsym(RTLD_NEXT, "gethostbyname");
+  real_gethostbyname2 = dlsym(RTLD_NEXT, "gethostbyname2");
+  real_gethostbyname_r = dlsym(RTLD_NEXT, "gethostbyname_r");
+  real_gethostbyname2_r = dlsym(RTLD_NEXT, "gethostbyname2_r");
   const char *d = getenv("PORTSIDE_HOOK_DEBUG");
   debug = d && *d && strcmp(d, "0") != 0;
   const char *s = getenv("PORTSIDE_SOCKS");
@@ -637,4 +646,77 @@ EXPORT void freeaddrinfo(struct addrinfo *ai) {
     pthread_mutex_unlock(&stand_in_lock);
   }
   real_freeaddrinfo(ai);
+}
+
+/* ---- names the relays resolve: gethostbyname and friends ------------------- */
+
+/* Whether name is one of ours (a pattern in PORTSIDE_NAMES, not an address literal). */
+static int ours(const char *name, int af) {
+  ensure_init();
+  struct in6_addr tmp;
+  return names_tab && name && (af == AF_INET || af == AF_INET6) && inet_pton(AF_INET, name, &tmp) != 1 &&
+         inet_pton(AF_INET6, name, &tmp) != 1 && ps_names_match(&name_patterns, name);
+}
+
+/* Fill h with name's stand-in (IPv4, or IPv4-mapped for AF_INET6), everything it points to in
+ * buf. 0, ERANGE (buf too small) or EAGAIN (name table full: resolve it here instead). */
+static int stand_in_host(const char *name, int af, struct hostent *h, char *buf, size_t buflen) {
+  size_t nlen = strlen(name) + 1, alen = af == AF_INET6 ? 16 : 4;
+  /* pointers first (aligned): aliases {NULL}, addresses {addr, NULL}; then the address, the name */
+  size_t need = 3 * sizeof(char *) + 16 + nlen;
+  if (buflen < need) return ERANGE;
+  unsigned i = name_index(name);
+  if (!i) return EAGAIN;
+  in_addr_t a = ps_name_addr(i);
+  char **ptrs = (char **)buf;
+  unsigned char *addr = (unsigned char *)buf + 3 * sizeof(char *);
+  char *copy = (char *)addr + 16;
+  memset(addr, 0, 16);
+  if (af == AF_INET6) { addr[10] = addr[11] = 0xff; memcpy(addr + 12, &a, 4); }
+  else memcpy(addr, &a, 4);
+  memcpy(copy, name, nlen);
+  ptrs[0] = NULL;
+  ptrs[1] = (char *)addr;
+  ptrs[2] = NULL;
+  h->h_name = copy;
+  h->h_aliases = ptrs;
+  h->h_addrtype = af;
+  h->h_length = (int)alen;
+  h->h_addr_list = ptrs + 1;
+  dbg("gethostbyname %s: a stand-in (the relays resolve the name)", name);
+  return 0;
+}
+
+static __thread struct hostent host_static;
+static __thread char host_buf[3 * sizeof(char *) + 16 + PS_NAME_MAX + 1];
+
+EXPORT struct hostent *gethostbyname2(const char *name, int af) {
+  if (!ours(name, af) || strlen(name) > PS_NAME_MAX || stand_in_host(name, af, &host_static, host_buf, sizeof host_buf) != 0)
+    return real_gethostbyname2(name, af);
+  return &host_static;
+}
+
+EXPORT struct hostent *gethostbyname(const char *name) {
+  if (!ours(name, AF_INET) || strlen(name) > PS_NAME_MAX || stand_in_host(name, AF_INET, &host_static, host_buf, sizeof host_buf) != 0)
+    return real_gethostbyname(name);
+  return &host_static;
+}
+
+EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf, size_t buflen, struct hostent **result, int *h_errnop) {
+  if (!ours(name, af) || strlen(name) > PS_NAME_MAX) return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  int rc = stand_in_host(name, af, ret, buf, buflen);
+  if (rc == EAGAIN) return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  if (rc) { /* as glibc: the caller grows buf and calls again */
+    *result = NULL;
+    if (h_errnop) *h_errnop = NETDB_INTERNAL;
+    errno = ERANGE;
+    return ERANGE;
+  }
+  *result = ret;
+  return 0;
+}
+
+EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf, size_t buflen, struct hostent **result, int *h_errnop) {
+  if (!ours(name, AF_INET) || strlen(name) > PS_NAME_MAX) return real_gethostbyname_r(name, ret, buf, buflen, result, h_errnop);
+  return gethostbyname2_r(name, AF_INET, ret, buf, buflen, result, h_errnop);
 }

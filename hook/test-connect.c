@@ -2,13 +2,15 @@
  * Test program for the hook's connect() semantics, run under LD_PRELOAD by
  * test/e2e/hook.e2e.test.ts against a TCP echo target:
  *   test-connect MODE ADDR PORT      (ADDR numeric, IPv4 or IPv6)
- * MODE: block | nonblock | v6only | dup. Prints one "key=value" line per step;
+ * MODE: block | nonblock | v6only | dup; or byname | byname_r with a host NAME for ADDR,
+ * resolved with gethostbyname() / gethostbyname_r() (as older programs do) and printed. Prints one "key=value" line per step;
  * exits 0 when every step ran, 1 on an unexpected failure (the line says which).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -66,8 +68,23 @@ static int echo(int fd, const char *msg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) { fprintf(stderr, "usage: %s block|nonblock|v6only|dup ADDR PORT\n", argv[0]); return 2; }
+  if (argc != 4) { fprintf(stderr, "usage: %s block|nonblock|v6only|dup ADDR PORT | byname|byname_r NAME PORT\n", argv[0]); return 2; }
   const char *mode = argv[1];
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  char resolved[INET6_ADDRSTRLEN];
+  if (strncmp(mode, "byname", 6) == 0) {
+    struct hostent *h, hb;
+    char buf[1024];
+    int herr = 0;
+    if (strcmp(mode, "byname_r") == 0) {
+      if (gethostbyname_r(argv[2], &hb, buf, sizeof buf, &h, &herr) != 0) h = NULL;
+    } else h = gethostbyname(argv[2]);
+    if (!h || h->h_addrtype != AF_INET || !h->h_addr_list[0]) { printf("resolved=none\n"); return 1; }
+    inet_ntop(AF_INET, h->h_addr_list[0], resolved, sizeof resolved);
+    printf("resolved=%s\n", resolved);
+    argv[2] = resolved;
+    mode = "block";
+  }
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   socklen_t len;
@@ -86,7 +103,6 @@ int main(int argc, char **argv) {
 
   int fd = socket(family, SOCK_STREAM, 0);
   if (fd < 0) { perror("socket"); return 1; }
-  setvbuf(stdout, NULL, _IOLBF, 0);
 
   if (strcmp(mode, "v6only") == 0) {
     int on = 1;

@@ -213,6 +213,21 @@ describe('portside run: socket hook (LD_PRELOAD) end to end', () => {
     });
   });
 
+  it('answers gethostbyname() and gethostbyname_r() for a --name with a stand-in, and connect() to it sends the name', async () => {
+    for (const mode of ['byname', 'byname_r']) {
+      const before = connectsTo('localhost', echoPort);
+      const r = await run(['--socks', `127.0.0.1:${socksPort}`, '--name', 'localhost', '--route', '*=direct', '--', testConnect, mode, 'localhost', String(echoPort)]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const out = kv(r.stdout);
+      expect(out.resolved, 'a stand-in from 224.0.0.0/8, not a local answer').toMatch(/^224\./);
+      expect(out).toMatchObject({ connect: '0 0', peer: `${out.resolved}:${echoPort}`, echo: 'blocking hello' });
+      expect(connectsTo('localhost', echoPort), 'a SOCKS5 CONNECT for the name itself').toBe(before + 1);
+    }
+    // Without --name the program's own resolver answers, and the route list decides.
+    const local = await run([...base(), '--', testConnect, 'byname', 'localhost', String(echoPort)]);
+    expect(kv(local.stdout)).toMatchObject({ resolved: '127.0.0.1', echo: 'blocking hello' });
+  });
+
   it('maps SOCKS5 reply codes to the errno a program expects', async () => {
     const expected: Record<number, string> = {
       1: 'ECONNREFUSED', 2: 'ECONNREFUSED', 3: 'ENETUNREACH', 4: 'EHOSTUNREACH', 5: 'ECONNREFUSED', 6: 'ETIMEDOUT',
