@@ -164,7 +164,25 @@ export function parseConfigText<T extends z.ZodType>(schema: T, text: string, fi
   throw new ConfigError(`${file}:${line}:${col}: ${where}: ${message}`);
 }
 
-export function readKey(spec: { key?: string; key_file?: string }, baseDir: string, file: string): Buffer {
+/**
+ * `file:line:col: a.b.c` for a key path in a config's text: for checks made after the schema
+ * (files named in it, duplicates), so they point at their line too.
+ */
+export function configPlace(file: string, text: string, path: (string | number)[]): string {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc });
+  for (let n = path.length; n > 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) {
+      const { line, col } = lc.linePos(node.range[0]);
+      return `${file}:${line}:${col}: ${path.join('.')}`;
+    }
+  }
+  return `${file}: ${path.join('.')}`;
+}
+
+/** A relay's shared key, from `key` or `key_file`; `place` names the config line for errors. */
+export function readKey(spec: { key?: string; key_file?: string }, baseDir: string, place: (key: string) => string): Buffer {
   let text: string;
   if (spec.key) text = spec.key;
   else {
@@ -172,11 +190,13 @@ export function readKey(spec: { key?: string; key_file?: string }, baseDir: stri
     try {
       text = readFileSync(p, 'utf8');
     } catch (err) {
-      throw new ConfigError(`${file}: cannot read key_file ${p}: ${(err as Error).message}`);
+      const e = err as NodeJS.ErrnoException;
+      const hint = e.code === 'ENOENT' ? ` (make one with \`portside keygen --out ${spec.key_file}\`, and copy it to the other relay)` : '';
+      throw new ConfigError(`${place('key_file')}: cannot read ${p}: ${e.code ?? e.message}${hint}`);
     }
   }
   const buf = Buffer.from(text.trim(), 'base64');
-  if (buf.length < 16) throw new ConfigError(`${file}: key must be at least 16 bytes of base64 (make one with \`portside keygen\`)`);
+  if (buf.length < 16) throw new ConfigError(`${place(spec.key ? 'key' : 'key_file')}: the key must be at least 16 bytes of base64 (make one with \`portside keygen\`)`);
   return buf;
 }
 
@@ -192,21 +212,21 @@ export function readConfigFile(file: string): string {
 export function loadOutsideConfig(file: string, text = readConfigFile(file)): OutsideConfig {
   const c = parseConfigText(outsideSchema, text, file);
   const keys = new Map<string, Buffer>();
-  for (const i of c.insides) {
-    if (keys.has(i.name)) throw new ConfigError(`${file}: inside relay '${i.name}' listed twice`);
-    keys.set(i.name, readKey(i, dirname(file), file));
-  }
+  c.insides.forEach((i, n) => {
+    if (keys.has(i.name)) throw new ConfigError(`${configPlace(file, text, ['insides', n, 'name'])}: inside relay '${i.name}' listed twice`);
+    keys.set(i.name, readKey(i, dirname(file), (k) => configPlace(file, text, ['insides', n, k])));
+  });
   return { ...c, file, keys };
 }
 
 export function loadInsideConfig(file: string, text = readConfigFile(file)): InsideConfig {
   const c = parseConfigText(insideSchema, text, file);
   const seen = new Set<string>();
-  for (const s of c.services) {
-    if (seen.has(s.name)) throw new ConfigError(`${file}: service '${s.name}' defined twice`);
+  c.services.forEach((s, n) => {
+    if (seen.has(s.name)) throw new ConfigError(`${configPlace(file, text, ['services', n, 'name'])}: service '${s.name}' defined twice`);
     seen.add(s.name);
-  }
-  return { ...c, file, sharedKey: readKey(c, dirname(file), file), rules_dir: resolve(dirname(file), c.rules_dir) };
+  });
+  return { ...c, file, sharedKey: readKey(c, dirname(file), (k) => configPlace(file, text, [k])), rules_dir: resolve(dirname(file), c.rules_dir) };
 }
 
 /** `portside check`: which kind of file is it? Decided by its keys. */

@@ -159,13 +159,16 @@ describe('config: bad files name the file, line:column and key', () => {
   });
 
   it('a key that is not base64 of at least 16 bytes, or a missing key_file, is refused', () => {
-    expect(refuse('inside', 'short.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key: c2hvcnQ=')).message).toMatch(/at least 16 bytes/);
-    expect(refuse('inside', 'nokey.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key_file: nope.key')).message).toMatch(/cannot read key_file .*nope\.key/);
+    expect(refuse('inside', 'short.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key: c2hvcnQ=')).message).toMatch(/:\d+:6: key: the key must be at least 16 bytes/);
+    // At its line, with how to make one.
+    const line = GOOD_INSIDE.split('\n').findIndex((l) => l.startsWith('key_file:')) + 1;
+    expect(refuse('inside', 'nokey.yaml', GOOD_INSIDE.replace('key_file: branch-a.key', 'key_file: nope.key')).message)
+      .toMatch(new RegExp(`nokey\\.yaml:${line}:11: key_file: cannot read .*nope\\.key: ENOENT \\(make one with \`portside keygen --out nope\\.key\``));
   });
 
   it('duplicate names are refused', () => {
-    expect(refuse('outside', 'dupname.yaml', GOOD_OUTSIDE.replace('name: branch-b', 'name: branch-a')).message).toMatch(/'branch-a' listed twice/);
-    expect(refuse('inside', 'dupsvc.yaml', GOOD_INSIDE.replace('name: ftp', 'name: web')).message).toMatch(/service 'web' defined twice/);
+    expect(refuse('outside', 'dupname.yaml', GOOD_OUTSIDE.replace('name: branch-b', 'name: branch-a')).message).toMatch(/:\d+:\d+: insides\.1\.name: inside relay 'branch-a' listed twice/);
+    expect(refuse('inside', 'dupsvc.yaml', GOOD_INSIDE.replace('name: ftp', 'name: web')).message).toMatch(/:\d+:\d+: services\.1\.name: service 'web' defined twice/);
   });
 
   it('a bad log level and a bad CIDR are refused naming the key', () => {
