@@ -1,4 +1,5 @@
 import net, { type Socket } from 'node:net';
+import { joinHostPort } from '../config.js';
 import { ErrorCode, Result, resultFromSocketError, resultName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_MAX_FRAME, HEADER_SIZE } from '../session/frame.js';
@@ -155,7 +156,7 @@ function onSocketTimeout(this: Piped<Socket>): void {
   const half = p.halfClosed && (!g.idleMs || g.halfCloseMs < g.idleMs);
   const ms = half ? g.halfCloseMs : g.idleMs;
   const reason = half ? `half-closed with no bytes for ${ms} ms (limits.half_close_timeout_ms)` : `no bytes for ${ms} ms (limits.idle_timeout_ms)`;
-  g.log.info({ event: 'stream.timeout', code: ErrorCode.IDLE_TIMEOUT, stream: p.stream.id, peer: `${this.remoteAddress}:${this.remotePort}`, reason }, 'carried connection closed: idle');
+  g.log.info({ event: 'stream.timeout', code: ErrorCode.IDLE_TIMEOUT, stream: p.stream.id, peer: joinHostPort(this.remoteAddress ?? '?', this.remotePort ?? 0), reason }, 'carried connection closed: idle');
   p.stream.reset(Result.TIMEOUT);
   p.finish(Result.TIMEOUT, reason);
   this.resetAndDestroy();
