@@ -59,6 +59,16 @@ export class UserFile {
     return this.users.size;
   }
 
+  /**
+   * Read the file again (users added, removed or given new passwords by `portside passwd`). The
+   * new table replaces the old one only if the whole file parses; otherwise the old one stays and
+   * the error is thrown. Passwords verified before are verified again under the new table.
+   */
+  reload(text = readFileSync(this.file, 'utf8')): void {
+    this.users = parseUsers(text, this.file);
+    this.verified.clear();
+  }
+
   async verify(name: string, password: string): Promise<boolean> {
     const mac = createHmac('sha256', this.cacheKey).update(name).update('\0').update(password).digest();
     const seen = this.verified.get(name);

@@ -21,7 +21,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { joinHostPort, splitHostPort, type OutsideConfig } from '../config.js';
 import { ConfigError, ErrorCode, PortsideError, Result, resultName } from '../errors.js';
@@ -73,6 +73,9 @@ export function repForResult(r: number): number {
 }
 
 interface PassiveWait { agent: string; user: string; local: string; timer: NodeJS.Timeout }
+
+/** How often the users file's time stamp is checked (see start()). */
+const USERS_POLL_MS = 1000;
 
 export class ClientPort {
   private server: net.Server | null = null;
@@ -155,12 +158,26 @@ export class ClientPort {
       server.once('error', rej);
       server.listen(port, host, () => { server.off('error', rej); res(); });
     });
+    // `portside passwd` edits the users file: take the change without a restart (sessions stay).
+    if (this.users) watchFile(this.users.file, { interval: USERS_POLL_MS, persistent: false }, this.onUsersFile);
     const a = server.address() as net.AddressInfo;
     this.log.info({ event: 'clients.listening', address: a.address, port: a.port, auth: this.cfg.auth, fingerprint: this.fingerprint }, 'client port listening');
     return a;
   }
 
+  private readonly onUsersFile = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
+    try {
+      this.users!.reload();
+      this.log.info({ event: 'client.users_reloaded', file: this.users!.file, users: this.users!.size }, 'users file read again');
+    } catch (err) {
+      // Half written, removed or broken: the users as they were go on being checked.
+      this.log.warn({ event: 'client.users_reload_failed', code: ErrorCode.CONFIG, reason: (err as Error).message }, 'users file not taken: the previous users stay');
+    }
+  };
+
   async stop(): Promise<void> {
+    if (this.users) unwatchFile(this.users.file, this.onUsersFile);
     for (const w of this.passive.values()) clearTimeout(w.timer);
     this.passive.clear();
     for (const s of this.sockets) s.destroy();

@@ -22,6 +22,18 @@ describe('users file (clients.auth: users)', () => {
     expect(await users.verify('carol', 'pw')).toBe(false);
   });
 
+  it('reload() takes a new table and forgets verified passwords; a broken one throws and the old table stays', async () => {
+    const users = new UserFile('u.txt', `${await hashUserLine('alice', 'a', FAST)}\n`);
+    expect(await users.verify('alice', 'a')).toBe(true);
+    users.reload(`${await hashUserLine('bob', 'b', FAST)}\n`);
+    expect(users.size).toBe(1);
+    expect(await users.verify('alice', 'a')).toBe(false); // not from the cache of the old table
+    expect(await users.verify('bob', 'b')).toBe(true);
+    expect(() => users.reload('bob:plain\n')).toThrow(/u\.txt:1: expected name:scrypt/);
+    expect(await users.verify('bob', 'b')).toBe(true);
+    expect(users.size).toBe(1);
+  });
+
   it('refuses malformed lines with file and line', async () => {
     const good = await hashUserLine('a', 'x', FAST);
     expect(() => parseUsers(`${good}\nb:plain-password\n`, 'u.txt')).toThrow(/u\.txt:2: expected name:scrypt/);

@@ -2,7 +2,7 @@
 // relay (direct line) and a TCP echo target: pinning, one client session, per-connection keys,
 // users-file auth, errors.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -39,10 +39,10 @@ describe('client port and agent (loopback, in process)', () => {
   let fingerprint: string;
   let sessionPort: number;
 
-  const agentFor = (o: { fingerprint?: string; password?: string; port?: number; log?: typeof log } = {}) => new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
+  const agentFor = (o: { fingerprint?: string; user?: string; password?: string; port?: number; log?: typeof log } = {}) => new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
     `outside: 127.0.0.1:${o.port ?? clientPort}`,
     `outside_fingerprint: "${o.fingerprint ?? fingerprint}"`,
-    'username: alice',
+    `username: ${o.user ?? 'alice'}`,
     `password: "${o.password ?? 'right'}"`,
     'connect_timeout_ms: 3000',
   ].join('\n')), o.log ?? log);
@@ -462,6 +462,43 @@ describe('client port and agent (loopback, in process)', () => {
     } finally {
       for (const s of socks) s.destroy();
       await limited.stop();
+    }
+  });
+
+  it('takes a changed users file without a restart: new users in, removed ones out; a broken file leaves the users as they were', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const file = join(dir, 'users-live.txt');
+    writeFileSync(file, `${await hashUserLine('alice', 'right', { N: 1024, r: 8, p: 1 })}\n`);
+    const live = new ClientPort(outside, { ...port.cfg, users_file: 'users-live.txt' }, dir, createLogger('info', 'outside', { write: (l: string) => { lines.push(JSON.parse(l)); } }));
+    const { port: p } = await live.start();
+    const code = async (a: ClientAgent) => {
+      try {
+        const r = await a.open('127.0.0.1', echoPort).then(({ sock }) => roundTrip(sock, Buffer.from('hi')), (e: AgentError) => e.code);
+        return typeof r === 'string' ? r : r.toString();
+      } finally {
+        await a.stop();
+      }
+    };
+    const reloads = () => lines.filter((l) => l.event === 'client.users_reloaded' || l.event === 'client.users_reload_failed').length;
+    try {
+      expect(await code(agentFor({ port: p }))).toBe('hi');
+      expect(await code(agentFor({ port: p, user: 'bob', password: 'pw' }))).toBe('PS_ERR_CLIENT_AUTH');
+      // Replace the file (as an editor does): bob in, alice out.
+      writeFileSync(`${file}.new`, `${await hashUserLine('bob', 'pw', { N: 1024, r: 8, p: 1 })}\n`);
+      renameSync(`${file}.new`, file);
+      await vi.waitFor(() => expect(reloads()).toBe(1), { timeout: 5000 });
+      expect(lines.find((l) => l.event === 'client.users_reloaded')).toMatchObject({ users: 1 });
+      expect(await code(agentFor({ port: p, user: 'bob', password: 'pw' }))).toBe('hi');
+      // alice's password was verified (and remembered) before: she is refused all the same.
+      expect(await code(agentFor({ port: p }))).toBe('PS_ERR_CLIENT_AUTH');
+      writeFileSync(`${file}.new`, 'bob:plain-password\n');
+      renameSync(`${file}.new`, file);
+      await vi.waitFor(() => expect(reloads()).toBe(2), { timeout: 5000 });
+      expect(lines.find((l) => l.event === 'client.users_reload_failed')).toMatchObject({ code: 'PS_ERR_CONFIG' });
+      expect(String(lines.find((l) => l.event === 'client.users_reload_failed')!.reason)).toMatch(/users-live\.txt:1: expected name:scrypt/);
+      expect(await code(agentFor({ port: p, user: 'bob', password: 'pw' }))).toBe('hi');
+    } finally {
+      await live.stop();
     }
   });
 
