@@ -1,5 +1,5 @@
 /** CLI commands of the client side: `portside client`, `portside passwd`, `keygen --cert` (docs/client.md). */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -38,8 +38,12 @@ export function registerClientCommands(program: Command, onSignal: (stop: () => 
       const old = existsSync(o.file) ? readFileSync(o.file, 'utf8') : '';
       parseUsers(old, o.file); // refuse to extend a broken file
       const kept = old.split('\n').filter((l) => l.trim() && !l.startsWith(`${name}:`));
-      writeFileSync(o.file, [...kept, line].join('\n') + '\n', { mode: 0o600 });
-      process.stderr.write(`${o.file}: user '${name}' set\n`);
+      // Written aside and renamed over: a running outside relay reads the file when it changes,
+      // and must never see it half written.
+      const tmp = `${o.file}.${process.pid}.tmp`;
+      writeFileSync(tmp, [...kept, line].join('\n') + '\n', { mode: 0o600, flag: 'wx' });
+      renameSync(tmp, o.file);
+      process.stderr.write(`${o.file}: user '${name}' set (a running outside relay takes it within a second)\n`);
     });
 }
 
