@@ -345,6 +345,7 @@ class InsideControl {
 interface ControlInfo { client: string; local: string; onListen?: (port: number) => void; dial?: (host: string, port: number) => Promise<net.Socket> }
 
 export function attachDynamicOutside(relay: OutsideRelay): void {
+  const controlGuard: Guard = { ...relay.guard, idleMs: 0 };
   /** Control connections of services with rules, per peer, by stream id. */
   const controls = new WeakMap<InsidePeer, Map<number, ControlInfo>>();
   const listeners = new WeakMap<InsidePeer, Set<net.Server>>();
@@ -404,7 +405,9 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
       pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), undefined, {
         data: (buf) => check(inspector.push('c2s', buf)),
         end: () => check(inspector.flush('c2s')),
-      }, relay.guard);
+        // A control connection idles while its data connection carries a long transfer: no
+        // idle limit for it (the inside relay's inspection loop has none either).
+      }, controlGuard);
       return true;
     },
 
