@@ -159,6 +159,8 @@ class InsideControl {
   start(held?: HeldData): void {
     const { stream, sock } = this;
     sock.setNoDelay(true);
+    // A vanished server is found by keep-alive probes; no idle limit (see attachDynamicOutside).
+    if (this.guard.keepAliveMs) sock.setKeepAlive(true, this.guard.keepAliveMs);
     stream.ondata = (buf) => {
       this.c2sUngranted += buf.length;
       this.c2s.push(...this.inspector.push('c2s', buf));
