@@ -118,7 +118,9 @@ const ops = {
     return { n, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: lat[0], max: lat[n - 1], mean: sum / n };
   },
 
-  async cps({ port, seconds }) {
+  async cps({ port, seconds, warmupSeconds = 0 }) {
+    // Untimed first, the same way: JIT-compiled relays (Node) reach their steady state.
+    if (warmupSeconds > 0) await this.cps({ port, seconds: warmupSeconds });
     const one = Buffer.from('c');
     let count = 0;
     let errors = 0;
