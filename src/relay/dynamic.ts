@@ -312,7 +312,7 @@ class InsideControl {
       srv.close();
       settle();
       this.log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: data.id, accept_from: n.acceptFrom }, 'peer connected to the rewritten address');
-      pipeStream(data, conn, undefined, held, undefined, this.guard);
+      pipeStream(data, conn, this.guard, { held });
     });
     const timer = setTimeout(() => {
       srv.close();
@@ -404,12 +404,12 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
         }
         return out;
       };
-      pipeStream(stream, sock, (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'), undefined, {
-        data: (buf) => check(inspector.push('c2s', buf)),
-        end: () => check(inspector.flush('c2s')),
-        // A control connection idles while its data connection carries a long transfer: no
-        // idle limit for it (the inside relay's inspection loop has none either).
-      }, controlGuard);
+      // A control connection idles while its data connection carries a long transfer: no idle
+      // limit for it (the inside relay's inspection loop has none either).
+      pipeStream(stream, sock, controlGuard, {
+        onDone: (r, m) => log.debug({ event: 'stream.closed', result: resultName(r), reason: m }, 'stream closed'),
+        filter: { data: (buf) => check(inspector.push('c2s', buf)), end: () => check(inspector.flush('c2s')) },
+      });
       return true;
     },
 
@@ -428,7 +428,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
           if (stream.state !== 'opening') { sock.destroy(); return; }
           peer.session.answer(stream, Result.OK);
           log.info({ event: 'outside-connect.done', target, result: 'OK', via: 'agent' }, 'connected to the client through its agent');
-          pipeStream(stream, sock, undefined, undefined, undefined, relay.guard);
+          pipeStream(stream, sock, relay.guard);
         }, (err: NodeJS.ErrnoException) => {
           if (stream.state !== 'opening') return;
           const r = resultFromSocketError(err);
@@ -458,7 +458,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
         if (stream.state !== 'opening') { sock.destroy(); return; }
         peer.session.answer(stream, Result.OK);
         log.info({ event: 'outside-connect.done', target, result: 'OK' }, 'connected to the client');
-        pipeStream(stream, sock, undefined, undefined, undefined, relay.guard);
+        pipeStream(stream, sock, relay.guard);
       });
     },
 
@@ -498,7 +498,7 @@ export function attachDynamicOutside(relay: OutsideRelay): void {
             return;
           }
           log.info({ event: 'data.accepted', peer: joinHostPort(conn.remoteAddress!, conn.remotePort!), stream: stream.id }, 'client connected for passive data');
-          pipeStream(stream, conn, undefined, undefined, undefined, relay.guard);
+          pipeStream(stream, conn, relay.guard);
         };
       }).then((srv) => {
         srvRef = srv;

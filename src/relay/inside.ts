@@ -210,7 +210,7 @@ export class InsideRelay extends EventEmitter {
       if (service && this.extension.onServiceConnected?.(session, service, stream, sock, held)) return;
       // Nothing made here may outlive the set-up (idle connections must stay small).
       sock.off('error', onError);
-      pipeStream(stream, sock, logClosed(log, fields), held, undefined, this.guard);
+      pipeStream(stream, sock, this.guard, { onDone: logClosed(log, fields), held });
     });
   }
 }

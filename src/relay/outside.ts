@@ -92,7 +92,8 @@ export class OutsideRelay {
     server.on('secureConnection', (s: tls.TLSSocket) => this.onSecure(s));
     server.on('tlsClientError', (err: Error & { code?: string }, s: tls.TLSSocket) => {
       // A connection we closed ourselves (a limit) was logged as such already.
-      if ((s as tls.TLSSocket & { _parent?: object })._parent && this.refused.has((s as tls.TLSSocket & { _parent: object })._parent)) return;
+      const raw = (s as tls.TLSSocket & { _parent?: object })._parent;
+      if (raw && this.refused.has(raw)) return;
       const unknown = !(s as tls.TLSSocket & { pskIdentity?: string }).pskIdentity;
       const code = /psk|decrypt|bad record mac|handshake failure/i.test(`${err.code} ${err.message}`) ? ErrorCode.AUTH_FAILED : ErrorCode.TLS;
       this.log.warn({ event: 'session.rejected', code, remote: s.remoteAddress, reason: unknown ? 'unknown inside relay name or wrong key' : err.message }, 'TLS handshake failed');
@@ -284,7 +285,7 @@ export class OutsideRelay {
       sock.on('error', ignore);
       return;
     }
-    pipeStream(stream, sock, logClosed(peer.log, fields), undefined, undefined, this.guard);
+    pipeStream(stream, sock, this.guard, { onDone: logClosed(peer.log, fields) });
   }
 
   private closePeer(peer: InsidePeer): void {

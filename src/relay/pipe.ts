@@ -14,12 +14,15 @@ import { setWriteHighWaterMark } from './link.js';
 export function pipeStream(
   stream: Stream,
   sock: Socket,
-  onDone?: (result: number, message: string) => void,
-  held?: HeldData,
-  /** Inspect socket→stream bytes (the outside relay's own notice check); returns what to send. */
-  filter?: Filter,
   /** The relay's timeouts for carried connections (limits.* in its config). */
-  guard?: Guard,
+  guard: Guard,
+  { onDone, held, filter }: {
+    onDone?: (result: number, message: string) => void;
+    /** What the stream delivered before the socket existed (holdStream). */
+    held?: HeldData;
+    /** Inspect socket→stream bytes (the outside relay's own notice check); returns what to send. */
+    filter?: Filter;
+  } = {},
 ): void {
   // One object per connection and shared handlers (`this` is the socket or the stream) rather
   // than a dozen closures: idle connections must stay small.
@@ -27,12 +30,10 @@ export function pipeStream(
   (sock as Piped<Socket>)[kPipe] = p;
   (stream as Piped<Stream>)[kPipe] = p;
   sock.setNoDelay(true);
-  if (guard) {
-    // A peer that vanished (no FIN, no RST) is found by the kernel's probes, not left for ever.
-    if (guard.keepAliveMs) sock.setKeepAlive(true, guard.keepAliveMs);
-    if (guard.idleMs) sock.setTimeout(guard.idleMs);
-    sock.on('timeout', onSocketTimeout);
-  }
+  // A peer that vanished (no FIN, no RST) is found by the kernel's probes, not left for ever.
+  if (guard.keepAliveMs) sock.setKeepAlive(true, guard.keepAliveMs);
+  if (guard.idleMs) sock.setTimeout(guard.idleMs);
+  sock.on('timeout', onSocketTimeout);
   setWriteHighWaterMark(sock, 256 * 1024);
   if (!filter) readWithHeadroom(sock);
   sock.on('data', onSocketData); // with headroom reads: only bytes Node read before
@@ -92,13 +93,13 @@ class Pipe {
     readonly sock: Socket,
     readonly onDone: ((result: number, message: string) => void) | undefined,
     readonly filter: Filter | undefined,
-    readonly guard: Guard | undefined,
+    readonly guard: Guard,
   ) {}
 
   /** The first FIN either way: from now on the shorter of the two timeouts applies. */
   ended(): void {
     const g = this.guard;
-    if (this.halfClosed || !g?.halfCloseMs) return;
+    if (this.halfClosed || !g.halfCloseMs) return;
     this.halfClosed = true;
     this.sock.setTimeout(g.idleMs ? Math.min(g.idleMs, g.halfCloseMs) : g.halfCloseMs);
   }
@@ -152,7 +153,7 @@ function onSocketEnd(this: Piped<Socket>): void {
 function onSocketTimeout(this: Piped<Socket>): void {
   const p = this[kPipe];
   if (p.done) return;
-  const g = p.guard!;
+  const g = p.guard;
   const half = p.halfClosed && (!g.idleMs || g.halfCloseMs < g.idleMs);
   const ms = half ? g.halfCloseMs : g.idleMs;
   const reason = half ? `half-closed with no bytes for ${ms} ms (limits.half_close_timeout_ms)` : `no bytes for ${ms} ms (limits.idle_timeout_ms)`;
