@@ -662,9 +662,12 @@ static int ours(const char *name, int af) {
  * buf. 0, ERANGE (buf too small) or EAGAIN (name table full: resolve it here instead). */
 static int stand_in_host(const char *name, int af, struct hostent *h, char *buf, size_t buflen) {
   size_t nlen = strlen(name) + 1, alen = af == AF_INET6 ? 16 : 4;
-  /* pointers first (aligned): aliases {NULL}, addresses {addr, NULL}; then the address, the name */
-  size_t need = 3 * sizeof(char *) + 16 + nlen;
+  /* pointers first (aligned, as the caller's buf may not be): aliases {NULL}, addresses
+   * {addr, NULL}; then the address, the name */
+  size_t pad = (size_t)(-(uintptr_t)buf & (sizeof(char *) - 1));
+  size_t need = pad + 3 * sizeof(char *) + 16 + nlen;
   if (buflen < need) return ERANGE;
+  buf += pad;
   unsigned i = name_index(name);
   if (!i) return EAGAIN;
   in_addr_t a = ps_name_addr(i);
@@ -688,7 +691,7 @@ static int stand_in_host(const char *name, int af, struct hostent *h, char *buf,
 }
 
 static __thread struct hostent host_static;
-static __thread char host_buf[3 * sizeof(char *) + 16 + PS_NAME_MAX + 1];
+static __thread char host_buf[4 * sizeof(char *) + 16 + PS_NAME_MAX + 1];
 
 EXPORT struct hostent *gethostbyname2(const char *name, int af) {
   if (!ours(name, af) || strlen(name) > PS_NAME_MAX || stand_in_host(name, af, &host_static, host_buf, sizeof host_buf) != 0)
