@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
-import { PortsideError } from './errors.js';
-import { createLogger } from './log.js';
+import { ErrorCode, PortsideError } from './errors.js';
+import { createLogger, type Logger } from './log.js';
 import { serveMetrics } from './metrics.js';
 import { insideSecrets, outsideSecrets, warnReadableSecrets } from './secrets.js';
 import { parseRules } from './rules/index.js';
@@ -20,6 +20,7 @@ import { registerRunCommand } from './run.js';
 import { keygenCert, registerClientCommands } from './agent/cli.js';
 import { loadClientConfig } from './agent/config.js';
 import { ClientPort } from './relay/clientport.js';
+import { drain, type Drainable } from './relay/drain.js';
 
 const program = new Command();
 program
@@ -57,7 +58,7 @@ program
     const clients = ClientPort.forConfig(relay, log);
     await clients?.start();
     await serveMetrics(cfg.metrics, log);
-    onSignal(async () => { await clients?.stop(); await relay.stop(); });
+    onSignal(log, cfg.limits.shutdown_grace_ms, clients ? [relay, clients] : [relay], async () => { await clients?.stop(); await relay.stop(); });
   });
 
 program
@@ -72,7 +73,7 @@ program
     attachDynamicInside(relay);
     relay.start();
     await serveMetrics(cfg.metrics, log);
-    onSignal(async () => { relay.stop(); });
+    onSignal(log, cfg.limits.shutdown_grace_ms, [relay], async () => { relay.stop(); });
   });
 
 program
@@ -102,12 +103,21 @@ program
 registerRunCommand(program);
 registerClientCommands(program, onSignal);
 
-function onSignal(stop: () => Promise<void>): void {
+/**
+ * SIGTERM/SIGINT: a graceful stop (drain.ts): no new connections, up to `graceMs` for the open
+ * ones, then stop. A second signal stops at once.
+ */
+function onSignal(log: Logger, graceMs: number, parts: Drainable[], stop: () => Promise<void>): void {
   let stopping = false;
+  const exit = (status: number) => setTimeout(() => process.exit(status), 200).unref();
   const handler = () => {
-    if (stopping) process.exit(1);
+    if (stopping) {
+      log.warn({ event: 'relay.stopping_now', code: ErrorCode.SHUTTING_DOWN, open: parts.reduce((n, p) => n + p.active, 0) }, 'second signal: closing every connection now');
+      void stop().finally(() => exit(1));
+      return;
+    }
     stopping = true;
-    stop().finally(() => setTimeout(() => process.exit(0), 200).unref());
+    drain(parts, graceMs, log).then(stop).finally(() => exit(0));
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

@@ -38,6 +38,8 @@ export const limitsSchema = z.strictObject({
   half_close_timeout_ms: z.number().int().nonnegative().default(300_000),
   /** TCP keep-alive on carried sockets after this much idleness; 0 off. */
   tcp_keepalive_ms: z.number().int().nonnegative().default(60_000),
+  /** On SIGTERM/SIGINT: no new connections, and this long for the open ones to end (drain.ts); 0 cuts them at once. */
+  shutdown_grace_ms: z.number().int().nonnegative().default(10_000),
 }).prefault({});
 
 /** The client port (docs/client.md): each agent holds one session here (own handshake and records, docs/protocol.md) and carries its connections over it. */

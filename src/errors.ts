@@ -69,6 +69,7 @@ export const ErrorCode = {
   HOOK: 'PS_ERR_HOOK',
   STREAM_AUTH: 'PS_ERR_STREAM_AUTH',
   SESSION_AUTH: 'PS_ERR_SESSION_AUTH',
+  SHUTTING_DOWN: 'PS_ERR_SHUTTING_DOWN',
 } as const;
 export type ErrorCodeName = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -33,6 +33,7 @@ import { isLoopbackListen, type ClientConfig } from './config.js';
 import { isLocalAddress, routeFor, type Via } from './match.js';
 import { ByteReader, CMD_CONNECT_BACK, Rep, encodeAddr, encodeBackOffer, readAddr, readGreeting, readRequest, reply, userPassMessage, withTimeout } from './socks.js';
 import { makeSelfSignedCert } from './cert.js';
+import type { Drainable } from '../relay/drain.js';
 
 /** A failure to open a carried connection: the log code, and the SOCKS5 reply for the local program. */
 export class AgentError extends PortsideError {
@@ -56,6 +57,7 @@ function connectError(rep: number, target: string): AgentError {
   switch (rep) {
     case Rep.NOT_ALLOWED: return new AgentError(ErrorCode.NOT_ALLOWED, `destination ${target} is forbidden by the outside relay's policy`, Rep.NOT_ALLOWED);
     case Rep.FIREWALL_REFUSED: return new AgentError(ErrorCode.FIREWALL_REFUSED, `the firewall refused the connection to ${target}`, Rep.NOT_ALLOWED);
+    case Rep.SHUTTING_DOWN: return new AgentError(ErrorCode.SHUTTING_DOWN, `the outside relay is shutting down and took no new connection to ${target} (the next connection dials a new session)`, Rep.GENERAL_FAILURE);
     case Rep.NETWORK_UNREACHABLE: return new AgentError(ErrorCode.NO_ROUTE, `no inside relay reaches ${target}`, Rep.NETWORK_UNREACHABLE);
     default: return new AgentError(ErrorCode.CONNECT_FAILED, `the inside relay could not connect to ${target} (SOCKS5 reply ${rep})`, rep >= 1 && rep <= 8 ? rep : Rep.GENERAL_FAILURE);
   }
@@ -67,13 +69,15 @@ interface ClientSession { session: Session; sock: net.Socket; early: Buffer }
 /** Keep-alive on the client session: a dead outside relay is noticed within the timeout. */
 const KEEPALIVE = { intervalMs: 15_000, timeoutMs: 45_000 };
 
-export class ClientAgent {
+export class ClientAgent implements Drainable {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
   private readonly outside: { host: string; port: number };
   /** Our session to the client port, and its socket; a new one is dialled when it is gone. */
   private session: ClientSession | null = null;
   private dialing: Promise<ClientSession> | null = null;
+  /** Sessions whose outside relay is shutting down: their connections go on, new ones take a new session. */
+  private readonly retiring = new Set<ClientSession>();
 
   /** Back-connect (active-mode dynamic ports): our TLS listener, its port and certificate fingerprint. */
   private back: { server: tls.Server; port: number; fingerprint: string } | null = null;
@@ -107,9 +111,20 @@ export class ClientAgent {
     return out;
   }
 
+  /** Graceful stop (drain.ts): the forwards and the SOCKS5 port close; open connections (and their back-connects) go on. */
+  quiesce(): void {
+    for (const s of this.servers) s.close();
+  }
+
+  /** Local connections open (programs' and back-connected). */
+  get active(): number {
+    return this.sockets.size;
+  }
+
   async stop(): Promise<void> {
     this.session?.sock.destroy();
     this.session = null;
+    for (const e of this.retiring) e.sock.destroy();
     for (const s of this.sockets) s.destroy();
     await Promise.all([...this.servers, ...(this.back ? [this.back.server] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
@@ -264,6 +279,7 @@ export class ClientAgent {
         role: 'client',
         onClose: (err) => {
           if (this.session === entry) this.session = null;
+          this.retiring.delete(entry);
           sock.destroy();
           // Ending is ordinary (the relay went away, we stopped); a broken session is not.
           if (err && err.code !== ErrorCode.SESSION_CLOSED) this.log.warn({ event: 'agent.session_closed', code: err.code, reason: err.message }, 'session to the outside relay ended');
@@ -294,7 +310,8 @@ export class ClientAgent {
    * key (docs/protocol.md, "Early data").
    */
   private async startPortside(host: string, port: number): Promise<{ sock: CarriedConnection; answered: Promise<void> }> {
-    const { session, sock: tlsSock, early: sessionSecret } = await this.clientSession();
+    const entry = await this.clientSession();
+    const { session, sock: tlsSock, early: sessionSecret } = entry;
     const target = joinHostPort(host, port);
     // 607: a key exchange for this connection alone; our share rides in the request.
     const own = takeKeyShare();
@@ -337,6 +354,11 @@ export class ClientAgent {
       if (status !== 0) throw authError(status!, this.cfg.username);
       const [, rep] = await r.read(3);
       await readAddr(r);
+      if (rep === Rep.SHUTTING_DOWN && this.session === entry) {
+        this.session = null;
+        this.retiring.add(entry);
+        this.log.info({ event: 'agent.session_retiring', outside: this.cfg.outside }, 'the outside relay is shutting down: its open connections go on, new ones take a new session');
+      }
       if (rep !== 0) throw connectError(rep, target);
       // The outside relay's key share; whatever follows it is already sealed.
       const share = await r.read(SHARE_SIZE);

@@ -2,7 +2,8 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
+import type { Drainable } from '../relay/drain.js';
 import { serveMetrics } from '../metrics.js';
 import { clientSecrets, warnReadableSecrets } from '../secrets.js';
 import { ClientAgent } from './agent.js';
@@ -10,7 +11,7 @@ import { makeSelfSignedCert } from './cert.js';
 import { loadClientConfig } from './config.js';
 import { hashUserLine, parseUsers } from './users.js';
 
-export function registerClientCommands(program: Command, onSignal: (stop: () => Promise<void>) => void): void {
+export function registerClientCommands(program: Command, onSignal: (log: Logger, graceMs: number, parts: Drainable[], stop: () => Promise<void>) => void): void {
   program
     .command('client')
     .description('run the client agent: local forwards and a local SOCKS5 server, carried through the outside relay')
@@ -22,7 +23,7 @@ export function registerClientCommands(program: Command, onSignal: (stop: () => 
       const agent = new ClientAgent(cfg, log);
       await agent.start();
       await serveMetrics(cfg.metrics, log);
-      onSignal(async () => { await agent.stop(); });
+      onSignal(log, cfg.shutdown_grace_ms, [agent], async () => { await agent.stop(); });
     });
 
   program

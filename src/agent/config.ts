@@ -46,6 +46,8 @@ export const clientSchema = z.strictObject({
    */
   back_listen: z.union([hostPort, z.literal('off')]).default('0.0.0.0:0'),
   connect_timeout_ms: z.number().int().positive().default(15_000),
+  /** On SIGTERM/SIGINT: no new connections, and this long for the open ones to end; 0 cuts them at once. */
+  shutdown_grace_ms: z.number().int().nonnegative().default(10_000),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   /** Prometheus metrics at http://HOST:PORT/metrics; off when absent. */
   metrics: hostPort.optional(),

@@ -22,6 +22,8 @@ export const Rep = {
   FIREWALL_REFUSED: 0x0a,
   /** portside: the outside relay could not reach the firewall for authentication. */
   FIREWALL_UNREACHABLE: 0x0b,
+  /** portside: the outside relay is shutting down (draining) and takes no new connections on this session. */
+  SHUTTING_DOWN: 0x0c,
 } as const;
 
 /**

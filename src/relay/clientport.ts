@@ -42,6 +42,7 @@ import { acceptClientSession } from './clientlink.js';
 import { MAX_CERT } from '../session/clientshake.js';
 import type { ClientSessionKeys } from '../session/clientshake.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
+import type { Drainable } from './drain.js';
 import { holdStream, joinSockets } from './pipe.js';
 import { AddressRate, Refusals } from './ratelimit.js';
 
@@ -77,7 +78,7 @@ interface PassiveWait { agent: string; user: string; local: string; timer: NodeJ
 /** How often the users file's time stamp is checked (see start()). */
 const USERS_POLL_MS = 1000;
 
-export class ClientPort {
+export class ClientPort implements Drainable {
   private server: net.Server | null = null;
   private readonly users: UserFile | null;
   private readonly destinations: DestPattern[] | null;
@@ -88,6 +89,9 @@ export class ClientPort {
   /** Passive data listeners opened for agents' control connections, by port. */
   private readonly passive = new Map<number, PassiveWait>();
   private readonly sockets = new Set<net.Socket>();
+  private readonly sessions = new Set<Session>();
+  /** Draining (quiesce()). */
+  private quiet = false;
   /** Handshakes per agent address: anyone who reaches the port may start one. */
   private readonly handshakes: AddressRate;
   private readonly refusals = new Refusals();
@@ -176,6 +180,19 @@ export class ClientPort {
     }
   };
 
+  /** Graceful stop (drain.ts): no new agent sessions, and new connections on open ones refused with SHUTDOWN. */
+  quiesce(): void {
+    this.quiet = true;
+    this.server?.close();
+  }
+
+  /** Connections open on every agent session. */
+  get active(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.streamCount;
+    return n;
+  }
+
   async stop(): Promise<void> {
     if (this.users) unwatchFile(this.users.file, this.onUsersFile);
     for (const w of this.passive.values()) clearTimeout(w.timer);
@@ -199,12 +216,14 @@ export class ClientPort {
       onControl: (f: Frame) => this.onControl(session, f, log),
       onStream: (stream: Stream) => this.onStream(session, sock, stream, log),
       onClose: (err) => {
+        this.sessions.delete(session);
         if (err && err.code !== ErrorCode.SESSION_CLOSED) log.warn({ event: 'client.session_closed', code: err.code, reason: err.message }, 'agent session ended');
         else log.debug({ event: 'client.session_closed' }, 'agent session ended');
         sock.destroy();
       },
     }, { intervalMs: limits.keepalive_interval_ms, timeoutMs: limits.keepalive_timeout_ms }, keys);
     this.earlySecrets.set(session, keys.early);
+    this.sessions.add(session);
     sock.resume();
     // INIT must come within the handshake deadline, like the handshake itself.
     const timer = setTimeout(() => {
@@ -343,7 +362,10 @@ export class ClientPort {
     let peer: InsidePeer | null = null;
     if (req.cmd !== 1) refusal = [Rep.COMMAND_NOT_SUPPORTED, ErrorCode.PROTOCOL, `SOCKS5 command ${req.cmd}`, 'only CONNECT is supported'];
     else if (!passive) {
-      if (this.destinations && !matchAny(this.destinations, req.host, req.port)) refusal = [Rep.NOT_ALLOWED, ErrorCode.NOT_ALLOWED, 'not in clients.allow.destinations', 'destination forbidden by policy'];
+      // Draining (quiesce()): only data connections of open control connections (passive above)
+      // are still taken. The agent then dials a new session for its next connection.
+      if (this.quiet) refusal = [Rep.SHUTTING_DOWN, ErrorCode.SHUTTING_DOWN, 'the outside relay is shutting down', 'client connection refused: shutting down'];
+      else if (this.destinations && !matchAny(this.destinations, req.host, req.port)) refusal = [Rep.NOT_ALLOWED, ErrorCode.NOT_ALLOWED, 'not in clients.allow.destinations', 'destination forbidden by policy'];
       else if (!(peer = this.peerFor(req.host, req.port))) refusal = [Rep.NETWORK_UNREACHABLE, ErrorCode.NO_ROUTE, 'no inside relay reaches it', 'no inside relay reaches the destination'];
     }
 

@@ -10,6 +10,7 @@ import { InsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initAckSchema, type InitData } from '../session/init.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
+import type { Drainable } from './drain.js';
 import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
 import { guardOf, holdStream, logClosed, pipeStream, type Guard, type HeldData } from './pipe.js';
@@ -36,9 +37,11 @@ export interface InsideExtension {
  * The inside relay (ISP): dials the outside relay through the firewall, keeps the session up,
  * and connects to inside targets when asked (inside-connect.req, 608-610).
  */
-export class InsideRelay extends EventEmitter {
+export class InsideRelay extends EventEmitter implements Drainable {
   session: Session | null = null;
   private stopped = false;
+  /** Draining (quiesce()). */
+  private quiet = false;
   private attempt = 0;
   private timer: NodeJS.Timeout | null = null;
   private socket: tls.TLSSocket | null = null;
@@ -65,6 +68,19 @@ export class InsideRelay extends EventEmitter {
   start(): void {
     this.stopped = false;
     void this.connect();
+  }
+
+  /**
+   * Graceful stop (drain.ts): new connections are refused (SHUTDOWN) and a lost session is not
+   * dialled again; the open connections, and data connections their rules announce, go on.
+   */
+  quiesce(): void {
+    this.quiet = true;
+  }
+
+  /** Streams open on the session. */
+  get active(): number {
+    return this.session && !this.session.closed ? this.session.streamCount : 0;
   }
 
   stop(): void {
@@ -162,7 +178,7 @@ export class InsideRelay extends EventEmitter {
   }
 
   private retry(): void {
-    if (this.stopped || this.timer) return;
+    if (this.stopped || this.quiet || this.timer) return;
     const { min_ms, max_ms } = this.cfg.reconnect;
     // Exponential backoff with jitter, so many inside relays do not return in lockstep.
     const cap = Math.min(max_ms, min_ms * 2 ** Math.min(this.attempt, 16));
@@ -186,6 +202,11 @@ export class InsideRelay extends EventEmitter {
     if (stream.kind !== 'inside-connect' || (!configured && !extended && !reached)) {
       log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.NOT_ALLOWED, result: 'NOT_ALLOWED' }, 'target is not a configured service');
       session.answer(stream, Result.NOT_ALLOWED);
+      return;
+    }
+    if (this.quiet && !extended) {
+      log.info({ ...fields, event: 'stream.refused', code: ErrorCode.SHUTTING_DOWN, result: 'SHUTDOWN' }, 'new connection refused: the inside relay is shutting down');
+      session.answer(stream, Result.SHUTDOWN);
       return;
     }
     // The client's first bytes may arrive before the server connection exists: keep them.

@@ -13,6 +13,7 @@ import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
 import { AllowList } from './allow.js';
 import { sessionOverSocket } from './link.js';
+import type { Drainable } from './drain.js';
 import { guardOf, logClosed, pipeStream, type Guard } from './pipe.js';
 import { channelBinding, serverOptions } from './tls.js';
 
@@ -54,7 +55,7 @@ export interface ServiceClientOptions {
 }
 
 /** The outside relay (ESP): accepts sessions from inside relays and serves their services. */
-export class OutsideRelay {
+export class OutsideRelay implements Drainable {
   private server: tls.Server | null = null;
   readonly peers = new Map<string, InsidePeer>();
   private pending = 0;
@@ -72,6 +73,8 @@ export class OutsideRelay {
   extension: OutsideExtension = {};
   /** Timeouts for carried connections (limits.*). */
   readonly guard: Guard;
+  /** Draining (quiesce()): a session adopted now opens no service listeners. */
+  private quiet = false;
 
   constructor(readonly cfg: OutsideConfig, readonly log: Logger) {
     this.guard = guardOf(cfg.limits, log);
@@ -105,6 +108,20 @@ export class OutsideRelay {
     const addr = server.address() as net.AddressInfo;
     this.log.info({ event: 'outside.listening', address: addr.address, port: addr.port }, 'outside relay listening for sessions');
     return addr;
+  }
+
+  /** Graceful stop (drain.ts): no new sessions, no new service clients; open streams go on. */
+  quiesce(): void {
+    this.quiet = true;
+    this.server?.close();
+    for (const p of this.peers.values()) for (const l of p.listeners) l.close();
+  }
+
+  /** Streams open on every session (service clients, client-port connections, data connections). */
+  get active(): number {
+    let n = 0;
+    for (const p of this.peers.values()) n += p.session.streamCount;
+    return n;
   }
 
   async stop(): Promise<void> {
@@ -225,6 +242,10 @@ export class OutsideRelay {
     this.peers.set(peer.name, peer);
     const ack: InitAck = { services: [] };
     for (const svc of peer.init.services) {
+      if (this.quiet) {
+        ack.services.push({ name: svc.name, ok: false, code: ErrorCode.SHUTTING_DOWN, error: 'the outside relay is shutting down' });
+        continue;
+      }
       const why = this.allow.listen(svc.listen.host, svc.listen.port);
       if (why) {
         peer.log.warn({ event: 'service.refused', service: svc.name, code: ErrorCode.NOT_ALLOWED, reason: why }, 'service not allowed here');

@@ -436,6 +436,37 @@ describe('session end to end through a real SOCKS5 firewall', () => {
     expect(t.recvSha).toBe(sha(again.seed, again.send));
   }, 170_000);
 
+  it('SIGTERM at the outside relay: the transfer under way finishes whole, a new client is refused, the relay exits 0 when it is done', async () => {
+    const n = 64 * MiB;
+    const c: Conn = { id: 'drain', send: n, seed: 'drain-c', reply: n, replySeed: 'drain-s', mode: 'both' };
+    let client: Proc | undefined;
+    const running = load(port.data, [c], 120_000, 4 * MiB, (p) => (client = p));
+    await client!.waitForEvent('load.progress', 60_000, (j) => Number(j.recv) >= 4 * MiB);
+    const inBefore = new Set(inside.lines);
+    const stopping = outside;
+    stopping.signal('SIGTERM');
+    const draining = await stopping.waitForEvent('relay.draining', 10_000);
+    expect(Number(draining.open)).toBeGreaterThanOrEqual(1);
+    expect(draining.grace_ms).toBe(10_000);
+    const late = await tcpProbe(topo, 'client', { host: topo.addr.outside, port: port.data, timeoutMs: 2000 });
+    expect(late.ok).toBe(false);
+    const [r] = await running;
+    expect(r!.error).toBeNull();
+    expect(r!.recvSha).toBe(sha(c.replySeed, c.reply));
+    expect((await targetDone('drain')).recvSha).toBe(sha(c.seed, c.send));
+    expect((await stopping.exited).code).toBe(0);
+    expect(stopping.events('relay.drained')).toHaveLength(1);
+    expect(stopping.events('relay.drain_timeout')).toHaveLength(0);
+
+    // The inside relay dials again; a new outside relay takes its session back.
+    await waitForEventAfter(inside, inBefore, 'session.closed', 30_000);
+    const closedAt = new Set(inside.lines);
+    outside = startOutside();
+    await outside.waitForEvent('outside.listening', 20_000);
+    await waitForEventAfter(inside, closedAt, 'session.established', 60_000);
+    await outside.waitForEvent('service.listening', 10_000, (j) => j.service === 'data');
+  }, 170_000);
+
   it('`portside check` refuses a bad config naming the line, and accepts good ones', async () => {
     const bad = join(work, 'bad-outside.yaml');
     writeFileSync(bad, ['# an outside relay', 'insides:', '  - name: branch-a', '    key_file: branch-a.key', 'listen: nowhere-without-port', ''].join('\n'));

@@ -1,0 +1,37 @@
+import { ErrorCode } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/**
+ * Something that carries connections and can stop taking new ones while those it has finish
+ * (a relay, the client port, the agent).
+ */
+export interface Drainable {
+  /** Take no new connections; those open go on. */
+  quiesce(): void;
+  /** Connections still open. */
+  readonly active: number;
+}
+
+/** How often a draining process looks whether its last connection has ended. */
+const POLL_MS = 100;
+
+/**
+ * A graceful stop (first SIGTERM/SIGINT): no new connections, then wait until every open one has
+ * ended or `graceMs` has passed. Resolves how many were still open (the caller's stop() then cuts
+ * them). A restart should not cut a transfer that would have ended a second later.
+ */
+export async function drain(parts: Drainable[], graceMs: number, log: Logger): Promise<number> {
+  for (const p of parts) p.quiesce();
+  const open = () => parts.reduce((n, p) => n + p.active, 0);
+  const t0 = Date.now();
+  let left = open();
+  if (left === 0 || graceMs === 0) return left;
+  log.info({ event: 'relay.draining', open: left, grace_ms: graceMs }, `taking no new connections; waiting up to ${graceMs} ms for ${left} open (a second signal stops at once)`);
+  while (left > 0 && Date.now() - t0 < graceMs) {
+    await new Promise((r) => setTimeout(r, Math.min(POLL_MS, graceMs - (Date.now() - t0))));
+    left = open();
+  }
+  if (left > 0) log.warn({ event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: graceMs }, `closing ${left} connections still open after the shutdown grace`);
+  else log.info({ event: 'relay.drained', in_ms: Date.now() - t0 }, 'every connection has ended');
+  return left;
+}

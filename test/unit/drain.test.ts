@@ -1,0 +1,204 @@
+// Graceful stop (src/relay/drain.ts, limits.shutdown_grace_ms): real outside and inside relays, a
+// client port and an agent in one process on loopback, an echo target. A draining relay takes no
+// new connection and lets the open ones finish.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { loadInsideConfig, loadOutsideConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { OutsideRelay } from '../../src/relay/outside.js';
+import { InsideRelay } from '../../src/relay/inside.js';
+import { ClientPort } from '../../src/relay/clientport.js';
+import { ClientAgent } from '../../src/agent/agent.js';
+import { loadClientConfig } from '../../src/agent/config.js';
+import { makeSelfSignedCert } from '../../src/agent/cert.js';
+import { hashUserLine } from '../../src/agent/users.js';
+import { drain } from '../../src/relay/drain.js';
+
+type Line = { event?: string; code?: string; open?: number; name?: string; reason?: string };
+
+describe('graceful stop: drain (in process, loopback)', () => {
+  let dir: string;
+  let target: net.Server;
+  let targetPort: number;
+  let fingerprint: string;
+  const lines: Line[] = [];
+  const capture = (name: string) => createLogger('info', name, { write: (l: string) => { lines.push(JSON.parse(l)); } });
+  let stopAll: (() => Promise<void>) | null = null;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ps-drain-'));
+    target = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', () => r()));
+    targetPort = (target.address() as net.AddressInfo).port;
+    const c = await makeSelfSignedCert();
+    fingerprint = c.fingerprint;
+    writeFileSync(join(dir, 'c.pem'), c.cert);
+    writeFileSync(join(dir, 'c.key'), c.key);
+    writeFileSync(join(dir, 'users.txt'), `${await hashUserLine('alice', 'right', { N: 1024, r: 8, p: 1 })}\n`);
+  });
+
+  afterEach(async () => {
+    await stopAll?.();
+    stopAll = null;
+    lines.length = 0;
+  });
+
+  afterAll(() => {
+    target?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Outside relay (with a client port), inside relay with one service to the echo target. */
+  const topology = async () => {
+    const free = net.createServer();
+    await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
+    const servicePort = (free.address() as net.AddressInfo).port;
+    await new Promise((r) => free.close(r));
+    const key = randomBytes(32).toString('base64');
+    const outside = new OutsideRelay(loadOutsideConfig(join(dir, 'outside.yaml'), [
+      'listen: 127.0.0.1:0',
+      `insides: [{name: b, key: "${key}"}]`,
+      'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
+      'clients: {listen: "127.0.0.1:0", cert_file: c.pem, key_file: c.key, auth: users, users_file: users.txt}',
+    ].join('\n')), capture('outside'));
+    const sess = await outside.start();
+    const clients = ClientPort.forConfig(outside, outside.log)!;
+    const clientPort = (await clients.start()).port;
+    const inside = new InsideRelay(loadInsideConfig(join(dir, 'inside.yaml'), [
+      'name: b',
+      `key: "${key}"`,
+      `outside: 127.0.0.1:${sess.port}`,
+      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${targetPort}"}]`,
+      `reach: ["127.0.0.1:${targetPort}"]`,
+    ].join('\n')), capture('inside'));
+    const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
+      `outside: 127.0.0.1:${clientPort}`,
+      `outside_fingerprint: "${fingerprint}"`,
+      'username: alice',
+      'password: right',
+      'back_listen: "off"',
+      `forwards: [{listen: "127.0.0.1:0", to: "127.0.0.1:${targetPort}"}]`,
+    ].join('\n')), capture('client'));
+    stopAll = async () => { await agent.stop(); inside.stop(); await clients.stop(); await outside.stop(); };
+    inside.start();
+    while (!lines.some((l) => l.event === 'service.ready')) await new Promise((r) => setTimeout(r, 20));
+    const forwardPort = (await agent.start()).forwards[0]!.port;
+    return { outside, clients, inside, agent, servicePort, forwardPort };
+  };
+
+  /** A connection that has had one echo. */
+  const connected = async (port: number) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    const failed = new Promise<string>((r) => s.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message)));
+    await new Promise<void>((r, j) => { s.once('connect', () => r()); s.once('error', j); });
+    return { s, closed, failed };
+  };
+  const echo = (s: net.Socket, data: Buffer) => new Promise<Buffer>((resolve) => {
+    const got: Buffer[] = [];
+    let n = 0;
+    const on = (b: Buffer) => { got.push(b); n += b.length; if (n >= data.length) { s.off('data', on); resolve(Buffer.concat(got)); } };
+    s.on('data', on);
+    s.write(data);
+  });
+  const refusedAt = (port: number) => new Promise<string>((r) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+    s.once('connect', () => { s.destroy(); r('connected'); });
+  });
+
+  it('outside relay: new clients are refused at once, an open connection goes on, and the drain ends when it does', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    const before = randomBytes(50_000);
+    expect((await echo(c.s, before)).equals(before)).toBe(true);
+    let left: number | null = null;
+    const drained = drain([t.outside, t.clients], 10_000, t.outside.log).then((n) => { left = n; });
+    expect(await refusedAt(t.servicePort)).toBe('ECONNREFUSED');
+    const during = randomBytes(200_000);
+    expect((await echo(c.s, during)).equals(during)).toBe(true);
+    expect(left).toBeNull();
+    c.s.end();
+    await drained;
+    expect(left).toBe(0);
+    expect(lines.find((l) => l.event === 'relay.draining')?.open).toBe(1);
+    expect(lines.some((l) => l.event === 'relay.drained')).toBe(true);
+  }, 15_000);
+
+  it('inside relay: a new connection is refused (PS_ERR_SHUTTING_DOWN), the open one goes on, and a lost session is not dialled again', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    await echo(c.s, Buffer.from('x')); // carried end to end before the drain starts
+    const drained = drain([t.inside], 10_000, t.inside.log);
+    // The outside relay still listens; the inside relay refuses, and the client's connection closes.
+    const late = await connected(t.servicePort);
+    await late.closed;
+    const refused = lines.find((l) => l.event === 'stream.refused' && l.name === 'inside');
+    expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    const data = randomBytes(100_000);
+    expect((await echo(c.s, data)).equals(data)).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+    // The session ends (the outside relay stops): a draining inside relay does not dial again.
+    const mark = lines.length;
+    await t.outside.stop();
+    while (!lines.slice(mark).some((l) => l.event === 'session.closed' && l.name === 'inside')) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(lines.slice(mark).filter((l) => l.event === 'session.retry' || l.event === 'session.dialing')).toEqual([]);
+  }, 15_000);
+
+  it('closes what is still open when the grace runs out (relay.drain_timeout, PS_ERR_SHUTTING_DOWN)', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    await echo(c.s, Buffer.from('x'));
+    expect(await drain([t.outside, t.clients], 300, t.outside.log)).toBe(1);
+    const timeout = lines.find((l) => l.event === 'relay.drain_timeout');
+    expect(timeout?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    expect(timeout?.open).toBe(1);
+    await t.outside.stop();
+    await c.closed;
+  }, 15_000);
+
+  it('client port: an agent\'s open connection goes on, its next one is refused with a clear reason, and the one after dials a new session', async () => {
+    const t = await topology();
+    const c = await connected(t.forwardPort);
+    const first = randomBytes(30_000);
+    expect((await echo(c.s, first)).equals(first)).toBe(true);
+    let ended = false;
+    const drained = drain([t.clients], 10_000, t.outside.log).then((n) => { ended = true; return n; });
+    // The forward sent its bytes early; the refusal resets the program's connection.
+    const late = await connected(t.forwardPort);
+    late.s.write('hello');
+    await late.closed;
+    const refused = lines.find((l) => l.event === 'agent.failed' || (l.name === 'client' && l.code === 'PS_ERR_SHUTTING_DOWN'));
+    expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    expect(lines.some((l) => l.event === 'agent.session_retiring')).toBe(true);
+    const during = randomBytes(100_000);
+    expect((await echo(c.s, during)).equals(during)).toBe(true);
+    expect(ended).toBe(false);
+    c.s.end();
+    expect(await drained).toBe(0);
+    // Not the retiring session again: a new one is dialled (and the closed client port refuses it).
+    const mark = lines.length;
+    const next = await connected(t.forwardPort);
+    next.s.write('hello');
+    await next.closed;
+    expect(lines.slice(mark).find((l) => l.name === 'client' && l.code)?.code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+  }, 15_000);
+
+  it('agent: its forwards close, its open connection goes on', async () => {
+    const t = await topology();
+    const c = await connected(t.forwardPort);
+    await echo(c.s, Buffer.from('x'));
+    const drained = drain([t.agent], 10_000, t.agent.log);
+    expect(await refusedAt(t.forwardPort)).toBe('ECONNREFUSED');
+    const data = randomBytes(100_000);
+    expect((await echo(c.s, data)).equals(data)).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+  }, 15_000);
+});
