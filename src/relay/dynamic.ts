@@ -169,6 +169,7 @@ class InsideControl {
     stream.onend = () => {
       this.c2s.push(...this.inspector.flush('c2s'));
       this.c2sEnded = true;
+      this.halfClosed();
       this.pumpC2S();
     };
     sock.on('drain', () => this.pumpC2S());
@@ -178,11 +179,17 @@ class InsideControl {
     });
     sock.on('end', () => {
       this.serverEnded = true;
+      this.halfClosed();
       this.s2c.push(...this.inspector.flush('s2c'));
       this.s2cEnded = true;
       this.pumpS2C();
     });
     stream.ondrain = () => this.pumpS2C();
+    sock.on('timeout', () => {
+      const ms = this.guard.halfCloseMs;
+      this.guard.log.info({ event: 'stream.timeout', code: ErrorCode.IDLE_TIMEOUT, stream: stream.id, peer: joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0), reason: `half-closed with no bytes for ${ms} ms (limits.half_close_timeout_ms)` }, 'control connection closed: idle');
+      this.kill(Result.TIMEOUT, 'half-close timeout');
+    });
     stream.onreset = (result) => this.kill(result, 'stream reset');
     sock.on('error', (err: NodeJS.ErrnoException) => this.kill(resultFromSocketError(err), err.message));
     sock.on('close', () => {
@@ -195,6 +202,14 @@ class InsideControl {
       if (held.ended) stream.onend();
     }
     if (sock.isPaused()) sock.resume();
+  }
+
+  /**
+   * The first FIN either way: a side that never sends its own would hold the connection for ever.
+   * No idle limit before that: a control connection idles while its data connection works.
+   */
+  private halfClosed(): void {
+    if (this.guard.halfCloseMs && !(this.serverEnded && this.stream.remoteEnded)) this.sock.setTimeout(this.guard.halfCloseMs);
   }
 
   private kill(result: number, why: string): void {

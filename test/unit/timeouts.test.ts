@@ -11,6 +11,7 @@ import { loadInsideConfig, loadOutsideConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { OutsideRelay } from '../../src/relay/outside.js';
 import { InsideRelay } from '../../src/relay/inside.js';
+import { attachDynamicInside, attachDynamicOutside } from '../../src/relay/dynamic.js';
 
 type Line = { event?: string; code?: string; reason?: string; name?: string };
 
@@ -45,7 +46,7 @@ describe('carried connection timeouts (in process, loopback)', () => {
   });
 
   /** Outside and inside relay with `limits` lines, one service to the target; resolves its port. */
-  const pair = async (limits: string[]): Promise<number> => {
+  const pair = async (limits: string[], rules?: string): Promise<number> => {
     const free = net.createServer();
     await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
     const servicePort = (free.address() as net.AddressInfo).port;
@@ -62,9 +63,14 @@ describe('carried connection timeouts (in process, loopback)', () => {
       'name: b',
       `key: "${key}"`,
       `outside: 127.0.0.1:${sess.port}`,
-      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${targetPort}"}]`,
+      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${targetPort}"${rules ? `, rules: ${rules}` : ''}}]`,
+      `rules_dir: ${join(process.cwd(), 'rules')}`,
       'limits:', ...limits,
     ].join('\n')), capture('inside'));
+    if (rules) {
+      attachDynamicOutside(outside);
+      attachDynamicInside(inside);
+    }
     stopPair = async () => { inside.stop(); await outside.stop(); };
     inside.start();
     // The service listener opens once INIT_ACK has been sent.
@@ -118,5 +124,20 @@ describe('carried connection timeouts (in process, loopback)', () => {
     expect(t.length).toBeGreaterThanOrEqual(1);
     expect(t[0]!.code).toBe('PS_ERR_IDLE_TIMEOUT');
     expect(t[0]!.reason).toMatch(/half_close_timeout_ms/);
+  }, 15_000);
+
+  it('closes a half-closed control connection of a service with rules (FTP) whose server never ends, and its inside relay says so', async () => {
+    const port = await pair(['  idle_timeout_ms: 0', '  half_close_timeout_ms: 250'], 'ftp');
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    s.on('error', () => {});
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write('NOOP\r\n');
+    await new Promise<void>((r) => s.once('data', () => r()));
+    s.end(); // our FIN; the target never sends its own
+    await closed;
+    const t = lines.filter((l) => l.event === 'stream.timeout');
+    expect(t.length).toBeGreaterThanOrEqual(1);
+    expect(t.some((l) => l.name === 'inside' && l.code === 'PS_ERR_IDLE_TIMEOUT' && /half_close_timeout_ms/.test(l.reason ?? ''))).toBe(true);
   }, 15_000);
 });
