@@ -103,21 +103,29 @@ program
 registerRunCommand(program);
 registerClientCommands(program, onSignal);
 
+/** Signals this close together are one (onSignal). */
+const SAME_SIGNAL_MS = 1000;
+
 /**
  * SIGTERM/SIGINT: a graceful stop (drain.ts): no new connections, up to `graceMs` for the open
- * ones, then stop. A second signal stops at once.
+ * ones, then stop. A second signal stops at once, if it comes a second or more after the first:
+ * one Ctrl-C often arrives twice at once (from the terminal to the process group, and from npm or
+ * npx passing it on), and so does a kill sent to a process and its group.
  */
 function onSignal(log: Logger, graceMs: number, parts: Drainable[], stop: () => Promise<void>): void {
-  let stopping = false;
-  const exit = (status: number) => setTimeout(() => process.exit(status), 200).unref();
+  let stopping = 0;
+  // The process may also end by itself once every handle is closed: exitCode holds the status.
+  const exit = () => setTimeout(() => process.exit(), 200).unref();
   const handler = () => {
+    if (stopping && Date.now() - stopping < SAME_SIGNAL_MS) return;
     if (stopping) {
       log.warn({ event: 'relay.stopping_now', code: ErrorCode.SHUTTING_DOWN, open: parts.reduce((n, p) => n + p.active, 0) }, 'second signal: closing every connection now');
-      void stop().finally(() => exit(1));
+      process.exitCode = 1;
+      void stop().finally(exit);
       return;
     }
-    stopping = true;
-    drain(parts, graceMs, log).then(stop).finally(() => exit(0));
+    stopping = Date.now();
+    drain(parts, graceMs, log).then(stop).finally(exit);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

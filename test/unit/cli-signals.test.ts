@@ -1,0 +1,129 @@
+// Signals to `portside outside` / `portside inside` as processes (dist/cli.js) on loopback: the
+// first SIGTERM drains (src/relay/drain.ts), a duplicate delivered at once (process and group,
+// or npm passing on a Ctrl-C) is the same signal, and a second one a second later stops at once.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+type Line = { event?: string; code?: string; open?: number; port?: number; service?: string };
+
+/** A relay process whose JSON log lines are collected. */
+function relay(kind: 'outside' | 'inside', config: string) {
+  const child = spawn(process.execPath, [cli, kind, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Line[] = [];
+  let rest = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    const parts = (rest + b.toString()).split('\n');
+    rest = parts.pop()!;
+    for (const p of parts) if (p.trim()) lines.push(JSON.parse(p));
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const waitFor = async (event: string, ms = 10_000) => {
+    const t0 = Date.now();
+    for (;;) {
+      const l = lines.find((x) => x.event === event);
+      if (l) return l;
+      if (Date.now() - t0 > ms) throw new Error(`${kind}: no ${event} in ${ms} ms: ${JSON.stringify(lines.slice(-5))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return { child, lines, exited, waitFor };
+}
+
+describe('signals to a relay process', () => {
+  let dir: string;
+  let target: net.Server;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ps-signals-'));
+    target = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', () => r()));
+  });
+  afterEach(() => {
+    for (const c of children.splice(0)) c.kill('SIGKILL');
+  });
+  afterAll(() => {
+    target?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const pair = async () => {
+    const free = (): Promise<number> => new Promise((r) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+    });
+    const [sessionPort, servicePort] = [await free(), await free()];
+    const key = randomBytes(32).toString('base64');
+    writeFileSync(join(dir, 'outside.yaml'), [
+      `listen: 127.0.0.1:${sessionPort}`,
+      `insides: [{name: b, key: "${key}"}]`,
+      'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
+    ].join('\n'));
+    writeFileSync(join(dir, 'inside.yaml'), [
+      'name: b',
+      `key: "${key}"`,
+      `outside: 127.0.0.1:${sessionPort}`,
+      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${(target.address() as net.AddressInfo).port}"}]`,
+    ].join('\n'));
+    const outside = relay('outside', join(dir, 'outside.yaml'));
+    children.push(outside.child);
+    await outside.waitFor('outside.listening');
+    const inside = relay('inside', join(dir, 'inside.yaml'));
+    children.push(inside.child);
+    await inside.waitFor('service.ready');
+    return { outside, inside, servicePort };
+  };
+
+  const echoing = async (port: number) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.on('error', () => {});
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    const echo = (data: Buffer) => new Promise<boolean>((resolve) => {
+      const got: Buffer[] = [];
+      let n = 0;
+      const on = (b: Buffer) => { got.push(b); n += b.length; if (n >= data.length) { s.off('data', on); resolve(Buffer.concat(got).equals(data)); } };
+      s.on('data', on);
+      s.write(data);
+    });
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    expect(await echo(randomBytes(1000))).toBe(true);
+    return { s, closed, echo };
+  };
+
+  it('SIGTERM twice at once drains (one signal); a second SIGTERM a second later closes the open connection and exits 1', async () => {
+    const { outside, servicePort } = await pair();
+    const c = await echoing(servicePort);
+    outside.child.kill('SIGTERM');
+    const draining = await outside.waitFor('relay.draining');
+    expect(draining.open).toBe(1);
+    // The same signal again within the second (two sent at once may merge into one in the kernel).
+    outside.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(outside.lines.some((l) => l.event === 'relay.stopping_now')).toBe(false);
+    expect(await c.echo(randomBytes(100_000))).toBe(true);
+    await new Promise((r) => setTimeout(r, 900));
+    outside.child.kill('SIGTERM');
+    expect((await outside.waitFor('relay.stopping_now')).code).toBe('PS_ERR_SHUTTING_DOWN');
+    expect(await outside.exited).toBe(1);
+    await c.closed;
+  }, 20_000);
+
+  it('the inside relay exits 0 once its open connection has ended', async () => {
+    const { inside, servicePort } = await pair();
+    const c = await echoing(servicePort);
+    inside.child.kill('SIGINT');
+    await inside.waitFor('relay.draining');
+    expect(await c.echo(randomBytes(100_000))).toBe(true);
+    c.s.end();
+    expect((await inside.waitFor('relay.drained')).event).toBe('relay.drained');
+    expect(await inside.exited).toBe(0);
+  }, 20_000);
+});
