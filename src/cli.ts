@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
 import { ErrorCode, PortsideError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
-import { serveMetrics } from './metrics.js';
+import { metrics, serveMetrics } from './metrics.js';
 import { insideSecrets, outsideSecrets, warnReadableSecrets } from './secrets.js';
 import { parseRules } from './rules/index.js';
 import { InsideRelay } from './relay/inside.js';
@@ -20,7 +20,7 @@ import { registerRunCommand } from './run.js';
 import { keygenCert, registerClientCommands } from './agent/cli.js';
 import { loadClientConfig } from './agent/config.js';
 import { ClientPort } from './relay/clientport.js';
-import { drain, type Drainable } from './relay/drain.js';
+import { drain, isDraining, type Drainable } from './relay/drain.js';
 
 const program = new Command();
 program
@@ -57,6 +57,12 @@ program
     await relay.start();
     const clients = ClientPort.forConfig(relay, log);
     await clients?.start();
+    metrics.health = () => ({
+      ok: !isDraining(),
+      status: isDraining() ? 'draining' : 'ok',
+      sessions: [...relay.peers.values()].filter((p) => p.session.established).map((p) => p.name),
+      active: relay.active + (clients?.active ?? 0),
+    });
     await serveMetrics(cfg.metrics, log);
     onSignal(log, cfg.limits.shutdown_grace_ms, clients ? [relay, clients] : [relay], async () => { await clients?.stop(); await relay.stop(); });
   });
@@ -72,6 +78,11 @@ program
     const relay = new InsideRelay(cfg, log);
     attachDynamicInside(relay);
     relay.start();
+    // Ready while the session to the outside relay is up: without it nothing is carried.
+    metrics.health = () => {
+      const up = !!relay.session?.established && !relay.session.closed;
+      return { ok: up && !isDraining(), status: isDraining() ? 'draining' : up ? 'ok' : 'no session', outside: cfg.outside, active: relay.active };
+    };
     await serveMetrics(cfg.metrics, log);
     onSignal(log, cfg.limits.shutdown_grace_ms, [relay], async () => { relay.stop(); });
   });

@@ -18,8 +18,13 @@ export interface TrackedSession {
   bytesOut: number;
 }
 
+/** What GET /healthz answers: 200 when `ok`, else 503; the object is the JSON body. */
+export interface Health { ok: boolean; status: string; [k: string]: unknown }
+
 export class Metrics {
   readonly registry = new Registry();
+  /** Set by the command that runs (src/cli.ts); unset, the process is healthy while it runs. */
+  health: (() => Health) | null = null;
   /** Carried connections set up, by path: `service` and `client` (outside relay), `inside`, `agent`. Failures are in `errors`. */
   readonly connections = new Counter({
     name: 'portside_connections_total',
@@ -99,8 +104,14 @@ export class Metrics {
       collectDefaultMetrics({ register: this.registry });
     }
     const server = http.createServer((req, res) => {
-      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('portside: metrics are at GET /metrics\n');
+      const path = (req.url ?? '').split('?')[0];
+      if (req.method === 'GET' && path === '/healthz') {
+        const h = this.health?.() ?? { ok: true, status: 'ok' };
+        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(h) + '\n');
+        return;
+      }
+      if (req.method !== 'GET' || path !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('portside: metrics are at GET /metrics, health at GET /healthz\n');
         return;
       }
       this.registry.metrics().then(
@@ -124,5 +135,5 @@ export const metrics = new Metrics();
 export async function serveMetrics(address: string | undefined, log: Logger): Promise<void> {
   if (!address) return;
   const m = await metrics.serve(address);
-  log.info({ event: 'metrics.listening', address: m.address, port: m.port }, 'Prometheus metrics at GET /metrics');
+  log.info({ event: 'metrics.listening', address: m.address, port: m.port }, 'Prometheus metrics at GET /metrics, health at GET /healthz');
 }

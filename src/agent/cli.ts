@@ -3,8 +3,8 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import type { Drainable } from '../relay/drain.js';
-import { serveMetrics } from '../metrics.js';
+import { isDraining, type Drainable } from '../relay/drain.js';
+import { metrics, serveMetrics } from '../metrics.js';
 import { clientSecrets, warnReadableSecrets } from '../secrets.js';
 import { ClientAgent } from './agent.js';
 import { makeSelfSignedCert } from './cert.js';
@@ -22,6 +22,8 @@ export function registerClientCommands(program: Command, onSignal: (log: Logger,
       warnReadableSecrets(clientSecrets(cfg), log);
       const agent = new ClientAgent(cfg, log);
       await agent.start();
+      // The session to the outside relay is dialled when needed: ready is listening and not stopping.
+      metrics.health = () => ({ ok: !isDraining(), status: isDraining() ? 'draining' : 'ok', active: agent.active });
       await serveMetrics(cfg.metrics, log);
       onSignal(log, cfg.shutdown_grace_ms, [agent], async () => { await agent.stop(); });
     });

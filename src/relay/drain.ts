@@ -12,6 +12,12 @@ export interface Drainable {
   readonly active: number;
 }
 
+let draining = false;
+/** Has this process begun a graceful stop (GET /healthz then answers 503)? */
+export function isDraining(): boolean {
+  return draining;
+}
+
 /** How often a draining process looks whether its last connection has ended. */
 const POLL_MS = 100;
 
@@ -21,6 +27,7 @@ const POLL_MS = 100;
  * them). A restart should not cut a transfer that would have ended a second later.
  */
 export async function drain(parts: Drainable[], graceMs: number, log: Logger): Promise<number> {
+  draining = true;
   for (const p of parts) p.quiesce();
   const open = () => parts.reduce((n, p) => n + p.active, 0);
   const t0 = Date.now();

@@ -60,18 +60,20 @@ describe('signals to a relay process', () => {
       const s = net.createServer();
       s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
     });
-    const [sessionPort, servicePort] = [await free(), await free()];
+    const [sessionPort, servicePort, outsideMetrics, insideMetrics] = [await free(), await free(), await free(), await free()];
     const key = randomBytes(32).toString('base64');
     writeFileSync(join(dir, 'outside.yaml'), [
       `listen: 127.0.0.1:${sessionPort}`,
       `insides: [{name: b, key: "${key}"}]`,
       'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
+      `metrics: 127.0.0.1:${outsideMetrics}`,
     ].join('\n'));
     writeFileSync(join(dir, 'inside.yaml'), [
       'name: b',
       `key: "${key}"`,
       `outside: 127.0.0.1:${sessionPort}`,
       `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${(target.address() as net.AddressInfo).port}"}]`,
+      `metrics: 127.0.0.1:${insideMetrics}`,
     ].join('\n'));
     const outside = relay('outside', join(dir, 'outside.yaml'));
     children.push(outside.child);
@@ -79,7 +81,14 @@ describe('signals to a relay process', () => {
     const inside = relay('inside', join(dir, 'inside.yaml'));
     children.push(inside.child);
     await inside.waitFor('service.ready');
-    return { outside, inside, servicePort };
+    await inside.waitFor('metrics.listening');
+    return { outside, inside, servicePort, outsideMetrics, insideMetrics };
+  };
+
+  /** GET /healthz: the HTTP status and the JSON body. */
+  const health = async (port: number) => {
+    const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+    return { code: r.status, body: (await r.json()) as { status: string; sessions?: string[]; active?: number } };
   };
 
   const echoing = async (port: number) => {
@@ -98,12 +107,14 @@ describe('signals to a relay process', () => {
     return { s, closed, echo };
   };
 
-  it('SIGTERM twice at once drains (one signal); a second SIGTERM a second later closes the open connection and exits 1', async () => {
-    const { outside, servicePort } = await pair();
+  it('SIGTERM drains (GET /healthz 503), the same signal again within the second changes nothing; a second SIGTERM a second later closes the open connection and exits 1', async () => {
+    const { outside, servicePort, outsideMetrics } = await pair();
     const c = await echoing(servicePort);
+    expect(await health(outsideMetrics)).toEqual({ code: 200, body: { ok: true, status: 'ok', sessions: ['b'], active: 1 } });
     outside.child.kill('SIGTERM');
     const draining = await outside.waitFor('relay.draining');
     expect(draining.open).toBe(1);
+    expect(await health(outsideMetrics)).toMatchObject({ code: 503, body: { status: 'draining' } });
     // The same signal again within the second (two sent at once may merge into one in the kernel).
     outside.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
@@ -116,14 +127,32 @@ describe('signals to a relay process', () => {
     await c.closed;
   }, 20_000);
 
-  it('the inside relay exits 0 once its open connection has ended', async () => {
-    const { inside, servicePort } = await pair();
+  it('the inside relay exits 0 once its open connection has ended; GET /healthz says ok, then draining', async () => {
+    const { inside, servicePort, insideMetrics } = await pair();
     const c = await echoing(servicePort);
+    expect(await health(insideMetrics)).toMatchObject({ code: 200, body: { status: 'ok', active: 1 } });
     inside.child.kill('SIGINT');
     await inside.waitFor('relay.draining');
+    expect(await health(insideMetrics)).toMatchObject({ code: 503, body: { status: 'draining' } });
     expect(await c.echo(randomBytes(100_000))).toBe(true);
     c.s.end();
     expect((await inside.waitFor('relay.drained')).event).toBe('relay.drained');
     expect(await inside.exited).toBe(0);
+  }, 20_000);
+
+  it('GET /healthz at an inside relay with no session answers 503 "no session"', async () => {
+    const free = await new Promise<number>((r) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+    });
+    const nobody = await new Promise<number>((r) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+    });
+    writeFileSync(join(dir, 'alone.yaml'), ['name: b', `key: "${randomBytes(32).toString('base64')}"`, `outside: 127.0.0.1:${nobody}`, `metrics: 127.0.0.1:${free}`].join('\n'));
+    const inside = relay('inside', join(dir, 'alone.yaml'));
+    children.push(inside.child);
+    await inside.waitFor('metrics.listening');
+    expect(await health(free)).toMatchObject({ code: 503, body: { status: 'no session' } });
   }, 20_000);
 });
