@@ -456,7 +456,8 @@ export class ClientPort implements Drainable {
       return;
     }
     if (result !== Result.OK) {
-      slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
+      if (result === Result.SHUTDOWN) slog.warn({ event: 'client.refused', code: ErrorCode.SHUTTING_DOWN, result: 'SHUTDOWN' }, 'the inside relay is shutting down: it takes no new connections');
+      else slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
       sock.end(reply(repForResult(result)));
       return;
     }

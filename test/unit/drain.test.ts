@@ -139,6 +139,9 @@ describe('graceful stop: drain (in process, loopback)', () => {
     await late.closed;
     const refused = lines.find((l) => l.event === 'stream.refused' && l.name === 'inside');
     expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    // … and the outside relay says why the client's connection closed.
+    while (!lines.some((l) => l.event === 'stream.refused' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    expect(lines.find((l) => l.event === 'stream.refused' && l.name === 'outside')?.code).toBe('PS_ERR_SHUTTING_DOWN');
     const data = randomBytes(100_000);
     expect((await echo(c.s, data)).equals(data)).toBe(true);
     c.s.end();
