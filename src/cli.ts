@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { detectConfigKind, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
+import { detectConfigKind, insideRelayConfigs, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
 import { ErrorCode, PortsideError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { metrics, serveMetrics } from './metrics.js';
@@ -75,16 +75,22 @@ program
     const cfg = loadInsideConfig(o.config);
     const log = createLogger(cfg.log_level, 'inside');
     warnReadableSecrets(insideSecrets(cfg), log);
-    const relay = new InsideRelay(cfg, log);
-    attachDynamicInside(relay);
-    relay.start();
-    // Ready while the session to the outside relay is up: without it nothing is carried.
+    // One session per outside relay (claim 14), each with the policy the file sets for it.
+    const several = cfg.outsides.length > 1;
+    const relays = insideRelayConfigs(cfg).map((c) => new InsideRelay(c, several ? log.child({ outside: c.outside }) : log));
+    for (const relay of relays) {
+      attachDynamicInside(relay);
+      relay.start();
+    }
+    // Ready while every session to an outside relay is up: without one, its services are gone.
     metrics.health = () => {
-      const up = !!relay.session?.established && !relay.session.closed;
-      return { ok: up && !isDraining(), status: isDraining() ? 'draining' : up ? 'ok' : 'no session', outside: cfg.outside, active: relay.active };
+      const outsides = relays.map((r) => ({ address: r.cfg.outside, up: !!r.session?.established && !r.session.closed }));
+      const up = outsides.filter((o) => o.up).length;
+      const status = isDraining() ? 'draining' : up === outsides.length ? 'ok' : up === 0 ? 'no session' : 'partial';
+      return { ok: status === 'ok', status, outsides, active: relays.reduce((n, r) => n + r.active, 0) };
     };
     await serveMetrics(cfg.metrics, log);
-    onSignal(log, cfg.limits.shutdown_grace_ms, [relay], async () => { relay.stop(); });
+    onSignal(log, cfg.limits.shutdown_grace_ms, relays, async () => { for (const r of relays) r.stop(); });
   });
 
 program

@@ -83,11 +83,27 @@ export const outsideSchema = z.strictObject({
   metrics: hostPort.optional(),
 });
 
+const reachList = z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)'));
+
 export const insideSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -'),
   key: key.optional(),
   key_file: z.string().optional(),
-  outside: hostPort,
+  outside: hostPort.optional(),
+  /**
+   * Several outside relays (patent claim 14, [0114]): a session to each, and a policy for each
+   * set here, in one place: which services it opens and where its agents may reach.
+   */
+  outsides: z.array(z.strictObject({
+    address: hostPort,
+    /** Its own shared key (else the top-level one). */
+    key: key.optional(),
+    key_file: z.string().optional(),
+    /** Names from `services` opened there (default: all). */
+    services: z.array(z.string()).optional(),
+    /** Where client agents of that outside relay may reach through us (default: the top-level `reach`). */
+    reach: reachList.optional(),
+  }).refine((v) => !(v.key && v.key_file), { message: 'give at most one of key or key_file', path: ['key'] })).min(1).optional(),
   firewall: z.strictObject({
     socks5: hostPort,
     username: z.string().min(1).max(255).optional(),
@@ -100,7 +116,7 @@ export const insideSchema = z.strictObject({
     rules: z.string().optional(),
   })).default([]),
   /** Destinations (CIDR or host pattern) client agents may reach through this relay (docs/client.md). */
-  reach: z.array(z.string().refine(validPattern, 'expected a CIDR, address or host pattern (optionally :PORT)')).optional(),
+  reach: reachList.optional(),
   /** Rules files (names in rules_dir) for client agents' `reach` connections, by their initial port. */
   reach_rules: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a rules file name (e.g. ftp)')).default([]),
   rules_dir: z.string().default('rules'),
@@ -111,10 +127,25 @@ export const insideSchema = z.strictObject({
   limits: limitsSchema,
   log_level: level,
   metrics: hostPort.optional(),
-}).refine((v) => !!v.key !== !!v.key_file, { message: 'give exactly one of key or key_file', path: ['key'] });
+}).refine((v) => !(v.key && v.key_file), { message: 'give exactly one of key or key_file', path: ['key'] })
+  .refine((v) => !!v.outside !== !!v.outsides, { message: 'give exactly one of outside (one outside relay) or outsides (several)', path: ['outside'] })
+  .refine((v) => !!(v.key || v.key_file) || (!!v.outsides && v.outsides.every((o) => o.key || o.key_file)), { message: 'give exactly one of key or key_file (the key shared with the outside relay; with outsides, each may have its own)', path: ['key'] });
+
+/** One outside relay an inside relay holds a session with, and the policy it pushes there. */
+export interface OutsideTarget {
+  address: string;
+  sharedKey: Buffer;
+  /** Where the key was read from: its key file, or the config file itself (`key:`). */
+  keyFrom: string;
+  services: string[];
+  reach: string[] | undefined;
+}
 
 export type OutsideConfig = z.infer<typeof outsideSchema> & { file: string; keys: Map<string, Buffer> };
-export type InsideConfig = z.infer<typeof insideSchema> & { file: string; sharedKey: Buffer };
+/** What one InsideRelay runs with: one outside relay (`outside`, `sharedKey`) and the policy for it. */
+export type InsideConfig = Omit<z.infer<typeof insideSchema>, 'outside' | 'outsides'> & { file: string; outside: string; sharedKey: Buffer };
+/** An inside config file as loaded: every outside relay it names (insideRelayConfigs() splits it); `outside` is the first. */
+export type LoadedInsideConfig = InsideConfig & { outsides: OutsideTarget[] };
 
 export function splitHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(':');
@@ -221,14 +252,45 @@ export function loadOutsideConfig(file: string, text = readConfigFile(file)): Ou
   return { ...c, file, keys };
 }
 
-export function loadInsideConfig(file: string, text = readConfigFile(file)): InsideConfig {
-  const c = parseConfigText(insideSchema, text, file);
+export function loadInsideConfig(file: string, text = readConfigFile(file)): LoadedInsideConfig {
+  const { outside, outsides, ...c } = parseConfigText(insideSchema, text, file);
   const seen = new Set<string>();
   c.services.forEach((s, n) => {
     if (seen.has(s.name)) throw new ConfigError(`${configPlace(file, text, ['services', n, 'name'])}: service '${s.name}' defined twice`);
     seen.add(s.name);
   });
-  return { ...c, file, sharedKey: readKey(c, dirname(file), (k) => configPlace(file, text, [k])), rules_dir: resolve(dirname(file), c.rules_dir) };
+  const topKey = c.key || c.key_file ? readKey(c, dirname(file), (k) => configPlace(file, text, [k])) : null;
+  const keyFrom = (spec: { key?: string; key_file?: string }) => (spec.key_file ? resolve(dirname(file), spec.key_file) : file);
+  const all = c.services.map((s) => s.name);
+  const targets: OutsideTarget[] = outside
+    ? [{ address: outside, sharedKey: topKey!, keyFrom: keyFrom(c), services: all, reach: c.reach }]
+    : outsides!.map((o, n) => {
+      const place = (k: (string | number)[]) => configPlace(file, text, ['outsides', n, ...k]);
+      (o.services ?? []).forEach((name, i) => {
+        if (!seen.has(name)) throw new ConfigError(`${place(['services', i])}: no service named '${name}' in services`);
+      });
+      const own = !!(o.key || o.key_file);
+      const sharedKey = own ? readKey(o, dirname(file), (k) => place([k])) : topKey!;
+      return { address: o.address, sharedKey, keyFrom: keyFrom(own ? o : c), services: o.services ?? all, reach: o.reach ?? c.reach };
+    });
+  const addresses = new Set<string>();
+  targets.forEach((t, n) => {
+    if (addresses.has(t.address)) throw new ConfigError(`${configPlace(file, text, ['outsides', n, 'address'])}: outside relay ${t.address} listed twice`);
+    addresses.add(t.address);
+  });
+  return { ...c, file, outside: targets[0]!.address, sharedKey: targets[0]!.sharedKey, outsides: targets, rules_dir: resolve(dirname(file), c.rules_dir) };
+}
+
+/** One config per outside relay (claim 14): its address and key, the services and reach it gets. */
+export function insideRelayConfigs(cfg: LoadedInsideConfig): InsideConfig[] {
+  const { outsides, ...base } = cfg;
+  return outsides.map((t) => ({
+    ...base,
+    outside: t.address,
+    sharedKey: t.sharedKey,
+    services: cfg.services.filter((s) => t.services.includes(s.name)),
+    reach: t.reach,
+  }));
 }
 
 /** `portside check`: which kind of file is it? Decided by its keys. */
@@ -238,7 +300,7 @@ export function detectConfigKind(text: string): 'inside' | 'outside' | 'client' 
   if (js && typeof js === 'object') {
     if ('insides' in js) return 'outside';
     if ('outside_fingerprint' in js) return 'client';
-    if ('outside' in js) return 'inside';
+    if ('outside' in js || 'outsides' in js) return 'inside';
   }
   return 'unknown';
 }

@@ -5,7 +5,7 @@
  */
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { InsideConfig, OutsideConfig } from './config.js';
+import type { LoadedInsideConfig, OutsideConfig } from './config.js';
 import type { ClientConfig } from './agent/config.js';
 import type { Logger } from './log.js';
 
@@ -19,8 +19,8 @@ export function outsideSecrets(c: OutsideConfig): string[] {
   return [...new Set(files)];
 }
 
-export function insideSecrets(c: InsideConfig): string[] {
-  const files = [c.key_file ? resolve(dirname(c.file), c.key_file) : c.file];
+export function insideSecrets(c: LoadedInsideConfig): string[] {
+  const files = c.outsides.map((o) => o.keyFrom);
   if (c.firewall?.password !== undefined) files.push(c.file);
   return [...new Set(files)];
 }

@@ -155,4 +155,35 @@ describe('signals to a relay process', () => {
     await inside.waitFor('metrics.listening');
     expect(await health(free)).toMatchObject({ code: 503, body: { status: 'no session' } });
   }, 20_000);
+
+  it('an inside relay with two outside relays, one of them down: a session to the other, GET /healthz 503 "partial"', async () => {
+    const free = (): Promise<number> => new Promise((r) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+    });
+    const [sessionPort, nobody, servicePort, metricsPort] = [await free(), await free(), await free(), await free()];
+    const key = randomBytes(32).toString('base64');
+    writeFileSync(join(dir, 'o2.yaml'), [`listen: 127.0.0.1:${sessionPort}`, `insides: [{name: b, key: "${key}"}]`, 'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}'].join('\n'));
+    writeFileSync(join(dir, 'i2.yaml'), [
+      'name: b',
+      `key: "${key}"`,
+      `outsides: [{address: "127.0.0.1:${sessionPort}"}, {address: "127.0.0.1:${nobody}"}]`,
+      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${(target.address() as net.AddressInfo).port}"}]`,
+      `metrics: 127.0.0.1:${metricsPort}`,
+    ].join('\n'));
+    const outside = relay('outside', join(dir, 'o2.yaml'));
+    children.push(outside.child);
+    await outside.waitFor('outside.listening');
+    const inside = relay('inside', join(dir, 'i2.yaml'));
+    children.push(inside.child);
+    await inside.waitFor('service.ready');
+    await echoing(servicePort);
+    const h = await health(metricsPort);
+    expect(h.code).toBe(503);
+    expect(h.body).toMatchObject({ status: 'partial', outsides: [{ address: `127.0.0.1:${sessionPort}`, up: true }, { address: `127.0.0.1:${nobody}`, up: false }] });
+    // Each line of the inside relay says which outside relay it is about.
+    const failed = inside.lines.filter((l) => l.event === 'session.dial_failed') as Array<Line & { outside?: string }>;
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed.every((l) => l.outside === `127.0.0.1:${nobody}`)).toBe(true);
+  }, 20_000);
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { detectConfigKind, loadInsideConfig, loadOutsideConfig, splitHostPort, joinHostPort } from '../../src/config.js';
+import { detectConfigKind, insideRelayConfigs, loadInsideConfig, loadOutsideConfig, splitHostPort, joinHostPort } from '../../src/config.js';
 import { ConfigError, ErrorCode } from '../../src/errors.js';
 import { loadClientConfig } from '../../src/agent/config.js';
 
@@ -208,5 +208,59 @@ describe('client config: local listeners', () => {
     const c = load('loopback.yaml', ['socks5: 127.0.0.2:1080', 'forwards:', '  - {listen: "[::1]:2121", to: "10.0.0.1:21"}', '  - {listen: "localhost:8080", to: "10.0.0.1:80"}']);
     expect(c.allow_remote).toBe(false);
     expect(c.forwards.map((f) => f.listen)).toEqual(['[::1]:2121', 'localhost:8080']);
+  });
+});
+
+/** GOOD_INSIDE with `outsides:` in place of `outside:` (claim 14). */
+const SEVERAL = (outsides: string) => GOOD_INSIDE.replace('outside: 127.0.0.1:7000\n', `outsides:\n${outsides}`);
+const OTHER_KEY = Buffer.alloc(16, 9).toString('base64');
+
+describe('inside config: several outside relays (outsides)', () => {
+  it('one session per outside relay, each with its key, services and reach', () => {
+    const text = SEVERAL([
+      '  - address: relay-a.example:7000',
+      '  - address: relay-b.example:7000',
+      `    key: ${OTHER_KEY}`,
+      '    services: [ftp]',
+      '    reach: ["10.1.0.0/16"]',
+      '',
+    ].join('\n')) + 'reach: ["10.0.0.0/8"]\n';
+    expect(detectConfigKind(text)).toBe('inside');
+    const c = loadInsideConfig(file('several.yaml', text));
+    const [a, b] = insideRelayConfigs(c);
+    expect(c.outsides).toHaveLength(2);
+    expect(a!.outside).toBe('relay-a.example:7000');
+    expect(a!.sharedKey.equals(Buffer.alloc(32, 7))).toBe(true); // the top-level key_file
+    expect(a!.services.map((s) => s.name)).toEqual(['web', 'ftp']);
+    expect(a!.reach).toEqual(['10.0.0.0/8']);
+    expect(b!.outside).toBe('relay-b.example:7000');
+    expect(b!.sharedKey.equals(Buffer.alloc(16, 9))).toBe(true);
+    expect(b!.services.map((s) => s.name)).toEqual(['ftp']);
+    expect(b!.reach).toEqual(['10.1.0.0/16']);
+    // The firewall, limits and the rest are the same for both.
+    expect(b!.firewall).toEqual(a!.firewall);
+    // One outside relay: the same, a list of one.
+    const one = loadInsideConfig(file('one.yaml', GOOD_INSIDE));
+    expect(insideRelayConfigs(one).map((x) => [x.outside, x.services.length])).toEqual([['127.0.0.1:7000', 2]]);
+  });
+
+  it('every outside relay may have its own key and no top-level key is needed', () => {
+    const text = SEVERAL(`  - address: a.example:1\n    key: ${OTHER_KEY}\n  - address: b.example:1\n    key_file: branch-a.key\n`).replace('key_file: branch-a.key\noutsides', 'outsides');
+    const [a, b] = insideRelayConfigs(loadInsideConfig(file('own-keys.yaml', text)));
+    expect(a!.sharedKey.equals(Buffer.alloc(16, 9))).toBe(true);
+    expect(b!.sharedKey.equals(Buffer.alloc(32, 7))).toBe(true);
+  });
+
+  it('refuses, at its line: both outside and outsides, neither, an unknown service name, an address twice, an outside with no key', () => {
+    const both = refuse('inside', 'both-outsides.yaml', GOOD_INSIDE.replace('outside: 127.0.0.1:7000\n', 'outside: 127.0.0.1:7000\noutsides:\n  - address: a.example:1\n'));
+    expect(both.message).toMatch(/:3:10: outside: give exactly one of outside \(one outside relay\) or outsides \(several\)/);
+    const neither = refuse('inside', 'no-outside.yaml', GOOD_INSIDE.replace('outside: 127.0.0.1:7000\n', ''));
+    expect(neither.message).toMatch(/outside: give exactly one of outside/);
+    const unknown = refuse('inside', 'unknown-svc.yaml', SEVERAL('  - address: a.example:1\n    services: [web, gopher]\n'));
+    expect(unknown.message).toMatch(/:5:21: outsides\.0\.services\.1: no service named 'gopher' in services/);
+    const twice = refuse('inside', 'twice.yaml', SEVERAL('  - address: a.example:1\n  - address: a.example:1\n'));
+    expect(twice.message).toMatch(/:5:14: outsides\.1\.address: outside relay a\.example:1 listed twice/);
+    const keyless = refuse('inside', 'keyless.yaml', SEVERAL(`  - address: a.example:1\n    key: ${OTHER_KEY}\n  - address: b.example:1\n`).replace('key_file: branch-a.key\n', ''));
+    expect(keyless.message).toMatch(/key: give exactly one of key or key_file/);
   });
 });
