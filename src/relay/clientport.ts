@@ -522,7 +522,7 @@ export class ClientPort implements Drainable {
   private peerFor(host: string, port: number): InsidePeer | null {
     let reach: InsidePeer | null = null;
     for (const p of this.relay.peers.values()) {
-      if (!p.session.established || p.session.closed) continue;
+      if (!p.session.established || p.session.closed || p.draining) continue;
       if (p.init.services.some((s) => s.target.host === host && s.target.port === port)) return p;
       if (!reach && p.init.reach && matchAny(reachPatterns(p.init), host, port)) reach = p;
     }

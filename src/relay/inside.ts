@@ -76,6 +76,9 @@ export class InsideRelay extends EventEmitter implements Drainable {
    */
   quiesce(): void {
     this.quiet = true;
+    // The outside relay closes our service ports and sends agents elsewhere; a connection already
+    // on its way is answered SHUTDOWN (onStream).
+    if (this.session?.established && !this.session.closed) this.session.sendControl(FrameType.DRAINING, 0);
   }
 
   /** Streams open on the session. */

@@ -25,6 +25,8 @@ export interface InsidePeer {
   init: InitData;
   listeners: net.Server[];
   log: Logger;
+  /** The inside relay is stopping gracefully (DRAINING): no new streams to it. */
+  draining?: boolean;
 }
 
 /**
@@ -179,6 +181,7 @@ export class OutsideRelay implements Drainable {
           // Keep-alive answers may arrive in any state, also during the trial exchange.
           if (f.type === FrameType.PING) return;
           if (state === 'open') {
+            if (f.type === FrameType.DRAINING && peer) return this.onDraining(peer);
             if (peer && this.extension.onControl) return this.extension.onControl(peer, f);
             throw new ProtocolError(`unexpected ${f.type} frame`);
           }
@@ -308,6 +311,14 @@ export class OutsideRelay implements Drainable {
       return;
     }
     pipeStream(stream, sock, this.guard, { onDone: logClosed(peer.log, fields) });
+  }
+
+  /** The inside relay is stopping: its service ports close (new clients are refused by TCP); open streams go on. */
+  private onDraining(peer: InsidePeer): void {
+    if (peer.draining) return;
+    peer.draining = true;
+    peer.log.info({ event: 'session.draining', services: peer.listeners.length }, 'inside relay stopping: its service ports close, its open connections go on');
+    for (const l of peer.listeners) l.close();
   }
 
   private closePeer(peer: InsidePeer): void {

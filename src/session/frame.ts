@@ -30,6 +30,8 @@ export const FrameType = {
   RESET: 0x22,
   PING: 0x30,
   GOAWAY: 0x31,
+  /** Inside relay → outside relay: stopping gracefully, open no new streams to me (docs/protocol.md, "Graceful stop"). */
+  DRAINING: 0x32,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 

@@ -17,6 +17,7 @@ import { loadClientConfig } from '../../src/agent/config.js';
 import { makeSelfSignedCert } from '../../src/agent/cert.js';
 import { hashUserLine } from '../../src/agent/users.js';
 import { drain } from '../../src/relay/drain.js';
+import { FrameType } from '../../src/session/frame.js';
 
 type Line = { event?: string; code?: string; open?: number; name?: string; reason?: string };
 
@@ -53,7 +54,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
   });
 
   /** Outside relay (with a client port), inside relay with one service to the echo target. */
-  const topology = async () => {
+  const topology = async (o: { second?: boolean } = {}) => {
     const free = net.createServer();
     await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
     const servicePort = (free.address() as net.AddressInfo).port;
@@ -61,7 +62,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
     const key = randomBytes(32).toString('base64');
     const outside = new OutsideRelay(loadOutsideConfig(join(dir, 'outside.yaml'), [
       'listen: 127.0.0.1:0',
-      `insides: [{name: b, key: "${key}"}]`,
+      `insides: [{name: b, key: "${key}"}, {name: c, key: "${key}"}]`,
       'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
       'clients: {listen: "127.0.0.1:0", cert_file: c.pem, key_file: c.key, auth: users, users_file: users.txt}',
     ].join('\n')), capture('outside'));
@@ -83,9 +84,18 @@ describe('graceful stop: drain (in process, loopback)', () => {
       'back_listen: "off"',
       `forwards: [{listen: "127.0.0.1:0", to: "127.0.0.1:${targetPort}"}]`,
     ].join('\n')), capture('client'));
-    stopAll = async () => { await agent.stop(); inside.stop(); await clients.stop(); await outside.stop(); };
+    // A second inside relay that reaches the same target (for agents): where they go while b drains.
+    const second = o.second ? new InsideRelay(loadInsideConfig(join(dir, 'inside-c.yaml'), [
+      'name: c',
+      `key: "${key}"`,
+      `outside: 127.0.0.1:${sess.port}`,
+      `reach: ["127.0.0.1:${targetPort}"]`,
+    ].join('\n')), capture('inside-c')) : null;
+    stopAll = async () => { await agent.stop(); inside.stop(); second?.stop(); await clients.stop(); await outside.stop(); };
     inside.start();
+    second?.start();
     while (!lines.some((l) => l.event === 'service.ready')) await new Promise((r) => setTimeout(r, 20));
+    while (second && lines.filter((l) => l.event === 'session.established' && l.name === 'outside').length < 2) await new Promise((r) => setTimeout(r, 20));
     const forwardPort = (await agent.start()).forwards[0]!.port;
     return { outside, clients, inside, agent, servicePort, forwardPort };
   };
@@ -129,19 +139,13 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect(lines.some((l) => l.event === 'relay.drained')).toBe(true);
   }, 15_000);
 
-  it('inside relay: a new connection is refused (PS_ERR_SHUTTING_DOWN), the open one goes on, and a lost session is not dialled again', async () => {
+  it('inside relay: it tells the outside relay (DRAINING), which closes its service port; the open connection goes on; a lost session is not dialled again', async () => {
     const t = await topology();
     const c = await connected(t.servicePort);
     await echo(c.s, Buffer.from('x')); // carried end to end before the drain starts
     const drained = drain([t.inside], 10_000, t.inside.log);
-    // The outside relay still listens; the inside relay refuses, and the client's connection closes.
-    const late = await connected(t.servicePort);
-    await late.closed;
-    const refused = lines.find((l) => l.event === 'stream.refused' && l.name === 'inside');
-    expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
-    // … and the outside relay says why the client's connection closed.
-    while (!lines.some((l) => l.event === 'stream.refused' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
-    expect(lines.find((l) => l.event === 'stream.refused' && l.name === 'outside')?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    while (!lines.some((l) => l.event === 'session.draining' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    expect(await refusedAt(t.servicePort)).toBe('ECONNREFUSED');
     const data = randomBytes(100_000);
     expect((await echo(c.s, data)).equals(data)).toBe(true);
     c.s.end();
@@ -152,6 +156,39 @@ describe('graceful stop: drain (in process, loopback)', () => {
     while (!lines.slice(mark).some((l) => l.event === 'session.closed' && l.name === 'inside')) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 300));
     expect(lines.slice(mark).filter((l) => l.event === 'session.retry' || l.event === 'session.dialing')).toEqual([]);
+  }, 15_000);
+
+  it('inside relay: agents\' new connections go to another inside relay that reaches the destination while it drains', async () => {
+    const t = await topology({ second: true });
+    const via = () => lines.filter((l) => l.event === 'client.connected').map((l) => (l as { inside?: string }).inside);
+    const first = await connected(t.forwardPort);
+    await echo(first.s, Buffer.from('x'));
+    expect(via()).toEqual(['b']); // b names the target as a service: it is preferred
+    const drained = drain([t.inside], 10_000, t.inside.log);
+    while (!lines.some((l) => l.event === 'session.draining' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    const next = await connected(t.forwardPort);
+    const data = randomBytes(50_000);
+    expect((await echo(next.s, data)).equals(data)).toBe(true);
+    expect(via()).toEqual(['b', 'c']);
+    first.s.end();
+    expect(await drained).toBe(0);
+  }, 15_000);
+
+  it('inside relay: a connection already on its way when it began to drain is refused with SHUTDOWN (PS_ERR_SHUTTING_DOWN at both relays)', async () => {
+    const t = await topology();
+    // The outside relay has not yet had the DRAINING frame: hold it back.
+    const session = t.inside.session!;
+    const send = session.sendControl.bind(session);
+    session.sendControl = (type, stream, payload, flags) => { if (type !== FrameType.DRAINING) send(type, stream, payload, flags); };
+    const drained = drain([t.inside], 10_000, t.inside.log);
+    const late = await connected(t.servicePort);
+    await late.closed;
+    const refused = lines.find((l) => l.event === 'stream.refused' && l.name === 'inside');
+    expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    // … and the outside relay says why the client's connection closed.
+    while (!lines.some((l) => l.event === 'stream.refused' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    expect(lines.find((l) => l.event === 'stream.refused' && l.name === 'outside')?.code).toBe('PS_ERR_SHUTTING_DOWN');
+    expect(await drained).toBe(0);
   }, 15_000);
 
   it('closes what is still open when the grace runs out (relay.drain_timeout, PS_ERR_SHUTTING_DOWN)', async () => {
