@@ -60,6 +60,8 @@ export interface ServiceClientOptions {
 export class OutsideRelay implements Drainable {
   private server: tls.Server | null = null;
   readonly peers = new Map<string, InsidePeer>();
+  /** Draining sessions whose inside relay has a successor session (adopt()): they end by themselves. */
+  private readonly retired = new Set<InsidePeer>();
   private pending = 0;
   /** Sessions not yet authenticated, by remote address|port: call to stop their deadline. */
   private readonly waiting = new Map<string, () => void>();
@@ -123,11 +125,12 @@ export class OutsideRelay implements Drainable {
   get active(): number {
     let n = 0;
     for (const p of this.peers.values()) n += p.session.streamCount;
+    for (const p of this.retired) n += p.session.streamCount;
     return n;
   }
 
   async stop(): Promise<void> {
-    for (const p of this.peers.values()) {
+    for (const p of [...this.peers.values(), ...this.retired]) {
       p.session.goAway(Result.SHUTDOWN, 'outside relay shutting down');
       p.socket.end();
       this.closePeer(p);
@@ -235,7 +238,13 @@ export class OutsideRelay implements Drainable {
   /** Take over the peer's services: open a listener for each one our allow-list permits. */
   private async adopt(peer: InsidePeer): Promise<InitAck> {
     const old = this.peers.get(peer.name);
-    if (old) {
+    if (old?.draining) {
+      // A stopping inside relay and the one started to follow it: the new session takes the
+      // services; the old one carries its open connections to their end.
+      old.log.info({ event: 'session.succeeded' }, 'a new session from the same inside relay takes over; this one carries its open connections to their end');
+      this.peers.delete(old.name);
+      this.retired.add(old);
+    } else if (old) {
       // The newest session wins: the old one is usually a dead link not yet timed out.
       old.log.info({ event: 'session.replaced' }, 'a new session from the same inside relay replaces this one');
       old.session.goAway(Result.SHUTDOWN, 'replaced by a newer session');
@@ -322,6 +331,7 @@ export class OutsideRelay implements Drainable {
   }
 
   private closePeer(peer: InsidePeer): void {
+    this.retired.delete(peer);
     for (const l of peer.listeners) l.close();
     peer.listeners = [];
     if (this.peers.get(peer.name) === peer) this.peers.delete(peer.name);

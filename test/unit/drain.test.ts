@@ -69,13 +69,15 @@ describe('graceful stop: drain (in process, loopback)', () => {
     const sess = await outside.start();
     const clients = ClientPort.forConfig(outside, outside.log)!;
     const clientPort = (await clients.start()).port;
-    const inside = new InsideRelay(loadInsideConfig(join(dir, 'inside.yaml'), [
+    const insideCfg = loadInsideConfig(join(dir, 'inside.yaml'), [
       'name: b',
       `key: "${key}"`,
       `outside: 127.0.0.1:${sess.port}`,
       `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${targetPort}"}]`,
       `reach: ["127.0.0.1:${targetPort}"]`,
-    ].join('\n')), capture('inside'));
+    ].join('\n'));
+    const inside = new InsideRelay(insideCfg, capture('inside'));
+    const extra: InsideRelay[] = [];
     const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
       `outside: 127.0.0.1:${clientPort}`,
       `outside_fingerprint: "${fingerprint}"`,
@@ -91,13 +93,20 @@ describe('graceful stop: drain (in process, loopback)', () => {
       `outside: 127.0.0.1:${sess.port}`,
       `reach: ["127.0.0.1:${targetPort}"]`,
     ].join('\n')), capture('inside-c')) : null;
-    stopAll = async () => { await agent.stop(); inside.stop(); second?.stop(); await clients.stop(); await outside.stop(); };
+    stopAll = async () => { await agent.stop(); inside.stop(); second?.stop(); for (const r of extra) r.stop(); await clients.stop(); await outside.stop(); };
     inside.start();
     second?.start();
     while (!lines.some((l) => l.event === 'service.ready')) await new Promise((r) => setTimeout(r, 20));
     while (second && lines.filter((l) => l.event === 'session.established' && l.name === 'outside').length < 2) await new Promise((r) => setTimeout(r, 20));
     const forwardPort = (await agent.start()).forwards[0]!.port;
-    return { outside, clients, inside, agent, servicePort, forwardPort };
+    /** Another process of inside relay b, as a restart would start it. */
+    const successor = () => {
+      const r = new InsideRelay(insideCfg, capture('inside-new'));
+      extra.push(r);
+      r.start();
+      return r;
+    };
+    return { outside, clients, inside, agent, servicePort, forwardPort, successor };
   };
 
   /** A connection that has had one echo. */
@@ -172,6 +181,32 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect(via()).toEqual(['b', 'c']);
     first.s.end();
     expect(await drained).toBe(0);
+  }, 15_000);
+
+  it('inside relay restarted under the same name while the old one drains: the new session takes the service, the old one carries its connection to the end', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    await echo(c.s, Buffer.from('x'));
+    const drained = drain([t.inside], 10_000, t.inside.log);
+    while (!lines.some((l) => l.event === 'session.draining')) await new Promise((r) => setTimeout(r, 20));
+    t.successor();
+    while (!lines.some((l) => l.event === 'service.ready' && l.name === 'inside-new')) await new Promise((r) => setTimeout(r, 20));
+    expect(lines.some((l) => l.event === 'session.succeeded')).toBe(true);
+    expect(lines.some((l) => l.event === 'session.replaced')).toBe(false);
+    const next = await connected(t.servicePort);
+    const fresh = randomBytes(50_000);
+    expect((await echo(next.s, fresh)).equals(fresh)).toBe(true);
+    const old = randomBytes(100_000);
+    expect((await echo(c.s, old)).equals(old)).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+    // The old process stops (GOAWAY); the new session and its service stay.
+    t.inside.stop();
+    while (!lines.some((l) => l.event === 'session.closed' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    const after = await connected(t.servicePort);
+    expect((await echo(after.s, fresh)).equals(fresh)).toBe(true);
+    after.s.destroy();
+    next.s.destroy();
   }, 15_000);
 
   it('inside relay: a connection already on its way when it began to drain is refused with SHUTDOWN (PS_ERR_SHUTTING_DOWN at both relays)', async () => {
