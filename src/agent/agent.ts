@@ -298,9 +298,17 @@ export class ClientAgent implements Drainable {
 
   /** A connection through portside, once the outside relay has answered (and it is sealed). */
   private async openPortside(host: string, port: number): Promise<net.Socket> {
-    const { sock, answered } = await this.startPortside(host, port);
-    await answered;
-    return sock as unknown as net.Socket;
+    for (let retried = false; ; retried = true) {
+      const { sock, answered } = await this.startPortside(host, port);
+      try {
+        await answered;
+        return sock as unknown as net.Socket;
+      } catch (err) {
+        // The outside relay is stopping and took nothing of this connection: the program has
+        // sent nothing yet (it waits for this answer), so try once more on a new session.
+        if (retried || (err as PortsideError).code !== ErrorCode.SHUTTING_DOWN) throw err;
+      }
+    }
   }
 
   /**

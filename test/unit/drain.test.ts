@@ -265,6 +265,19 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect(lines.slice(mark).find((l) => l.name === 'client' && l.code)?.code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
   }, 15_000);
 
+  it('client port: a connection through the agent\'s SOCKS5 side (the program waits for the answer) is tried once more on a new session', async () => {
+    const t = await topology();
+    const c = await connected(t.forwardPort); // the agent's session is up
+    await echo(c.s, Buffer.from('x'));
+    const drained = drain([t.clients], 10_000, t.outside.log);
+    // The retry dials a new session; the draining client port no longer listens, so that fails:
+    // without the retry the error would be the refusal itself (PS_ERR_SHUTTING_DOWN).
+    await expect(t.agent.open('127.0.0.1', (target.address() as net.AddressInfo).port)).rejects.toMatchObject({ code: 'PS_ERR_OUTSIDE_UNREACHABLE' });
+    expect(lines.some((l) => l.event === 'agent.session_retiring')).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+  }, 15_000);
+
   it('agent: its forwards close, its open connection goes on', async () => {
     const t = await topology();
     const c = await connected(t.forwardPort);
