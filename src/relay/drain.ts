@@ -32,7 +32,11 @@ export async function drain(parts: Drainable[], graceMs: number, log: Logger): P
   const open = () => parts.reduce((n, p) => n + p.active, 0);
   const t0 = Date.now();
   let left = open();
-  if (left === 0 || graceMs === 0) return left;
+  if (left === 0) return 0;
+  if (graceMs === 0) {
+    log.warn({ event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: 0 }, `closing ${left} open connections (shutdown_grace_ms is 0)`);
+    return left;
+  }
   log.info({ event: 'relay.draining', open: left, grace_ms: graceMs }, `taking no new connections; waiting up to ${graceMs} ms for ${left} open (a second signal stops at once)`);
   while (left > 0 && Date.now() - t0 < graceMs) {
     await new Promise((r) => setTimeout(r, Math.min(POLL_MS, graceMs - (Date.now() - t0))));

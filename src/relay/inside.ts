@@ -106,7 +106,7 @@ export class InsideRelay extends EventEmitter implements Drainable {
       this.log.warn({ event: 'session.dial_failed', code: e.code ?? ErrorCode.CONNECT_FAILED, reason: e.message }, 'cannot reach the outside relay');
       return this.retry();
     }
-    if (this.stopped) { raw.destroy(); return; }
+    if (this.stopped || this.quiet) { raw.destroy(); return; }
     this.log.info({ event: 'session.connected', via }, this.firewall ? 'firewall relayed the connection (connect.rsp)' : 'connected');
     const sock = tls.connect({ socket: raw, ...clientOptions(this.cfg.name, this.keys.psk) });
     this.socket = sock;

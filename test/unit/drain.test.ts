@@ -238,6 +238,15 @@ describe('graceful stop: drain (in process, loopback)', () => {
     await c.closed;
   }, 15_000);
 
+  it('shutdown_grace_ms 0 closes at once, and says how many', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    await echo(c.s, Buffer.from('x'));
+    expect(await drain([t.outside, t.clients], 0, t.outside.log)).toBe(1);
+    expect(lines.find((l) => l.event === 'relay.drain_timeout')).toMatchObject({ code: 'PS_ERR_SHUTTING_DOWN', open: 1 });
+    expect(lines.some((l) => l.event === 'relay.draining')).toBe(false);
+  }, 15_000);
+
   it('client port: an agent\'s open connection goes on, its next one is refused with a clear reason, and the one after dials a new session', async () => {
     const t = await topology();
     const c = await connected(t.forwardPort);
