@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { detectConfigKind, insideRelayConfigs, loadInsideConfig, loadOutsideConfig, readConfigFile } from './config.js';
+import { detectConfigKind, insideRelayConfigs, loadInsideConfig, loadOutsideConfig, readConfigFile, type LoadedInsideConfig } from './config.js';
 import { ErrorCode, PortsideError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { metrics, serveMetrics } from './metrics.js';
@@ -20,7 +20,7 @@ import { registerRunCommand } from './run.js';
 import { keygenCert, registerClientCommands } from './agent/cli.js';
 import { loadClientConfig } from './agent/config.js';
 import { ClientPort } from './relay/clientport.js';
-import { drain, isDraining, type Drainable } from './relay/drain.js';
+import { drain, isDraining, markDraining, type Drainable } from './relay/drain.js';
 
 const program = new Command();
 program
@@ -64,7 +64,20 @@ program
       active: relay.active + (clients?.active ?? 0),
     });
     await serveMetrics(cfg.metrics, log);
-    onSignal(log, cfg.limits.shutdown_grace_ms, clients ? [relay, clients] : [relay], async () => { await clients?.stop(); await relay.stop(); });
+    // SIGHUP: read the file again; inside relays and the allow list take effect at once (the users
+    // file is re-read by itself when it changes).
+    process.on('SIGHUP', () => {
+      if (isDraining()) return;
+      try {
+        const r = relay.reload(loadOutsideConfig(o.config));
+        log.info({ event: 'config.reloaded', added: r.added, removed: r.removed, rekeyed: r.rekeyed, closed: r.closed }, 'config reloaded: insides and allow');
+        if (r.needRestart.length) log.warn({ event: 'config.reload_partial', code: ErrorCode.CONFIG, keys: r.needRestart }, `changed keys that take effect only after a restart: ${r.needRestart.join(', ')}`);
+      } catch (err) {
+        const e = err as PortsideError;
+        log.warn({ event: 'config.reload_failed', code: e.code ?? ErrorCode.CONFIG, reason: e.message }, 'config not reloaded: the running one stays');
+      }
+    });
+    onSignal(log, cfg.limits.shutdown_grace_ms, () => (clients ? [relay, clients] : [relay]), async () => { await clients?.stop(); await relay.stop(); });
   });
 
 program
@@ -76,12 +89,34 @@ program
     const log = createLogger(cfg.log_level, 'inside');
     warnReadableSecrets(insideSecrets(cfg), log);
     // One session per outside relay (claim 14), each with the policy the file sets for it.
-    const several = cfg.outsides.length > 1;
-    const relays = insideRelayConfigs(cfg).map((c) => new InsideRelay(c, several ? log.child({ outside: c.outside }) : log));
-    for (const relay of relays) {
+    const start = (c: LoadedInsideConfig) => insideRelayConfigs(c).map((one) => {
+      const relay = new InsideRelay(one, c.outsides.length > 1 ? log.child({ outside: one.outside }) : log);
       attachDynamicInside(relay);
-      relay.start();
-    }
+      return relay;
+    });
+    let relays = start(cfg);
+    for (const r of relays) r.start();
+    // SIGHUP: read the file again. The policy travels in a session's init data, so new sessions
+    // carry the new one: the old sessions drain (the outside relays hand their services to the new
+    // ones at once, session.succeeded) and end when their connections have.
+    process.on('SIGHUP', () => {
+      if (isDraining()) return;
+      let next: LoadedInsideConfig;
+      try {
+        next = loadInsideConfig(o.config);
+        checkRulesFiles(next);
+      } catch (err) {
+        const e = err as PortsideError;
+        log.warn({ event: 'config.reload_failed', code: e.code ?? ErrorCode.CONFIG, reason: e.message }, 'config not reloaded: the running one stays');
+        return;
+      }
+      const old = relays;
+      for (const r of old) r.quiesce();
+      relays = start(next);
+      for (const r of relays) r.start();
+      log.info({ event: 'config.reloaded', outsides: next.outsides.map((t) => t.address), services: next.services.map((s) => s.name) }, 'config reloaded: new sessions carry it; the old ones finish their connections');
+      void drain(old, next.limits.shutdown_grace_ms, log, { reason: 'reload' }).then(() => { for (const r of old) r.stop(); });
+    });
     // Ready while every session to an outside relay is up: without one, its services are gone.
     metrics.health = () => {
       const outsides = relays.map((r) => ({ address: r.cfg.outside, up: !!r.session?.established && !r.session.closed }));
@@ -90,7 +125,7 @@ program
       return { ok: status === 'ok', status, outsides, active: relays.reduce((n, r) => n + r.active, 0) };
     };
     await serveMetrics(cfg.metrics, log);
-    onSignal(log, cfg.limits.shutdown_grace_ms, relays, async () => { for (const r of relays) r.stop(); });
+    onSignal(log, cfg.limits.shutdown_grace_ms, () => relays, async () => { for (const r of relays) r.stop(); });
   });
 
 program
@@ -129,20 +164,21 @@ const SAME_SIGNAL_MS = 1000;
  * one Ctrl-C often arrives twice at once (from the terminal to the process group, and from npm or
  * npx passing it on), and so does a kill sent to a process and its group.
  */
-function onSignal(log: Logger, graceMs: number, parts: Drainable[], stop: () => Promise<void>): void {
+function onSignal(log: Logger, graceMs: number, parts: () => Drainable[], stop: () => Promise<void>): void {
   let stopping = 0;
   // The process may also end by itself once every handle is closed: exitCode holds the status.
   const exit = () => setTimeout(() => process.exit(), 200).unref();
   const handler = () => {
     if (stopping && Date.now() - stopping < SAME_SIGNAL_MS) return;
     if (stopping) {
-      log.warn({ event: 'relay.stopping_now', code: ErrorCode.SHUTTING_DOWN, open: parts.reduce((n, p) => n + p.active, 0) }, 'second signal: closing every connection now');
+      log.warn({ event: 'relay.stopping_now', code: ErrorCode.SHUTTING_DOWN, open: parts().reduce((n, p) => n + p.active, 0) }, 'second signal: closing every connection now');
       process.exitCode = 1;
       void stop().finally(exit);
       return;
     }
     stopping = Date.now();
-    drain(parts, graceMs, log).then(stop).finally(exit);
+    markDraining();
+    drain(parts(), graceMs, log).then(stop).finally(exit);
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

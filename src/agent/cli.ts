@@ -11,7 +11,7 @@ import { makeSelfSignedCert } from './cert.js';
 import { loadClientConfig } from './config.js';
 import { hashUserLine, parseUsers } from './users.js';
 
-export function registerClientCommands(program: Command, onSignal: (log: Logger, graceMs: number, parts: Drainable[], stop: () => Promise<void>) => void): void {
+export function registerClientCommands(program: Command, onSignal: (log: Logger, graceMs: number, parts: () => Drainable[], stop: () => Promise<void>) => void): void {
   program
     .command('client')
     .description('run the client agent: local forwards and a local SOCKS5 server, carried through the outside relay')
@@ -25,7 +25,7 @@ export function registerClientCommands(program: Command, onSignal: (log: Logger,
       // The session to the outside relay is dialled when needed: ready is listening and not stopping.
       metrics.health = () => ({ ok: !isDraining(), status: isDraining() ? 'draining' : 'ok', active: agent.active });
       await serveMetrics(cfg.metrics, log);
-      onSignal(log, cfg.shutdown_grace_ms, [agent], async () => { await agent.stop(); });
+      onSignal(log, cfg.shutdown_grace_ms, () => [agent], async () => { await agent.stop(); });
     });
 
   program

@@ -17,32 +17,36 @@ let draining = false;
 export function isDraining(): boolean {
   return draining;
 }
+/** The process is stopping (its first SIGTERM/SIGINT). */
+export function markDraining(): void {
+  draining = true;
+}
 
 /** How often a draining process looks whether its last connection has ended. */
 const POLL_MS = 100;
 
 /**
- * A graceful stop (first SIGTERM/SIGINT): no new connections, then wait until every open one has
- * ended or `graceMs` has passed. Resolves how many were still open (the caller's stop() then cuts
- * them). A restart should not cut a transfer that would have ended a second later.
+ * A graceful stop (first SIGTERM/SIGINT, or the old sessions of a config reload): no new
+ * connections, then wait until every open one has ended or `graceMs` has passed. Resolves how many
+ * were still open (the caller's stop() then cuts them). A restart should not cut a transfer that
+ * would have ended a second later. `fields` go on its log lines (e.g. `{reason: 'reload'}`).
  */
-export async function drain(parts: Drainable[], graceMs: number, log: Logger): Promise<number> {
-  draining = true;
+export async function drain(parts: Drainable[], graceMs: number, log: Logger, fields: Record<string, unknown> = {}): Promise<number> {
   for (const p of parts) p.quiesce();
   const open = () => parts.reduce((n, p) => n + p.active, 0);
   const t0 = Date.now();
   let left = open();
   if (left === 0) return 0;
   if (graceMs === 0) {
-    log.warn({ event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: 0 }, `closing ${left} open connections (shutdown_grace_ms is 0)`);
+    log.warn({ ...fields, event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: 0 }, `closing ${left} open connections (shutdown_grace_ms is 0)`);
     return left;
   }
-  log.info({ event: 'relay.draining', open: left, grace_ms: graceMs }, `taking no new connections; waiting up to ${graceMs} ms for ${left} open (a second signal stops at once)`);
+  log.info({ ...fields, event: 'relay.draining', open: left, grace_ms: graceMs }, `taking no new connections; waiting up to ${graceMs} ms for ${left} open (a second signal stops at once)`);
   while (left > 0 && Date.now() - t0 < graceMs) {
     await new Promise((r) => setTimeout(r, Math.min(POLL_MS, graceMs - (Date.now() - t0))));
     left = open();
   }
-  if (left > 0) log.warn({ event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: graceMs }, `closing ${left} connections still open after the shutdown grace`);
-  else log.info({ event: 'relay.drained', in_ms: Date.now() - t0 }, 'every connection has ended');
+  if (left > 0) log.warn({ ...fields, event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: graceMs }, `closing ${left} connections still open after the shutdown grace`);
+  else log.info({ ...fields, event: 'relay.drained', in_ms: Date.now() - t0 }, 'every connection has ended');
   return left;
 }

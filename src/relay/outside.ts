@@ -73,22 +73,66 @@ export class OutsideRelay implements Drainable {
   private readonly handshakes: AddressRate;
   /** Raw connections closed for a limit: their TLS failure is no news. */
   private readonly refused = new WeakSet<object>();
-  readonly allow: AllowList;
+  allow: AllowList;
+  /** Which service each listener serves (reload() checks them against a new allow list). */
+  private readonly serviceOf = new WeakMap<net.Server, InitData['services'][number]>();
   extension: OutsideExtension = {};
   /** Timeouts for carried connections (limits.*). */
   readonly guard: Guard;
   /** Draining (quiesce()): a session adopted now opens no service listeners. */
   private quiet = false;
 
-  constructor(readonly cfg: OutsideConfig, readonly log: Logger) {
+  constructor(public cfg: OutsideConfig, readonly log: Logger) {
     this.guard = guardOf(cfg.limits, log);
     this.handshakes = new AddressRate(cfg.limits.handshake_rate, cfg.limits.handshake_burst);
-    for (const [name, key] of cfg.keys) {
+    this.setKeys(cfg.keys);
+    this.allow = new AllowList(cfg.allow);
+  }
+
+  private setKeys(keys: Map<string, Buffer>): void {
+    this.psk.clear();
+    this.trialKeys.clear();
+    for (const [name, key] of keys) {
       const d = deriveKeys(key);
       this.psk.set(name, d.psk);
       this.trialKeys.set(name, d.trial);
     }
-    this.allow = new AllowList(cfg.allow);
+  }
+
+  /**
+   * A config read again (SIGHUP): `insides` and `allow` take effect now. An inside relay no longer
+   * listed, or whose key changed, has its session ended (it may re-dial with the new key); a
+   * service port the new allow list refuses is closed. The other keys need a restart: returned.
+   */
+  reload(next: OutsideConfig): { added: string[]; removed: string[]; rekeyed: string[]; closed: string[]; needRestart: string[] } {
+    const added = [...next.keys.keys()].filter((n) => !this.cfg.keys.has(n));
+    const removed = [...this.cfg.keys.keys()].filter((n) => !next.keys.has(n));
+    const rekeyed = [...next.keys].filter(([n, k]) => this.cfg.keys.has(n) && !this.cfg.keys.get(n)!.equals(k)).map(([n]) => n);
+    const needRestart = (['listen', 'clients', 'limits', 'log_level', 'metrics'] as const).filter((k) => JSON.stringify(this.cfg[k]) !== JSON.stringify(next[k]));
+    this.setKeys(next.keys);
+    this.allow = new AllowList(next.allow);
+    this.cfg = { ...this.cfg, insides: next.insides, keys: next.keys, allow: next.allow };
+    for (const p of [...this.peers.values(), ...this.retired]) {
+      if (!removed.includes(p.name) && !rekeyed.includes(p.name)) continue;
+      const why = removed.includes(p.name) ? 'no longer in the outside relay\'s insides' : 'its key changed';
+      p.log.info({ event: 'session.ended_by_config', reason: why }, `session ended: ${why}`);
+      p.session.goAway(Result.SHUTDOWN, why);
+      p.socket.end();
+      this.closePeer(p);
+    }
+    const closed: string[] = [];
+    for (const p of this.peers.values()) {
+      p.listeners = p.listeners.filter((l) => {
+        const svc = this.serviceOf.get(l);
+        const why = svc && this.allow.listen(svc.listen.host, svc.listen.port);
+        if (!svc || !why) return true;
+        p.log.warn({ event: 'service.refused', service: svc.name, code: ErrorCode.NOT_ALLOWED, reason: why }, 'service closed: the reloaded allow list refuses it');
+        closed.push(svc.name);
+        l.close();
+        return false;
+      });
+    }
+    return { added, removed, rekeyed, closed, needRestart };
   }
 
   async start(): Promise<net.AddressInfo> {
@@ -268,6 +312,7 @@ export class OutsideRelay implements Drainable {
         const srv = await this.listenService(peer, svc);
         const a = srv.address() as net.AddressInfo;
         peer.listeners.push(srv);
+        this.serviceOf.set(srv, svc);
         peer.log.info({ event: 'service.listening', service: svc.name, address: a.address, port: a.port, target: joinHostPort(svc.target.host, svc.target.port) }, 'service listening');
         ack.services.push({ name: svc.name, ok: true, host: a.address, port: a.port });
       } catch (err) {

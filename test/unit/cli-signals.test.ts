@@ -3,7 +3,7 @@
 // or npm passing on a Ctrl-C) is the same signal, and a second one a second later stops at once.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
-type Line = { event?: string; code?: string; open?: number; port?: number; service?: string };
+type Line = { event?: string; code?: string; open?: number; port?: number; service?: string; reason?: string };
 
 /** A relay process whose JSON log lines are collected. */
 function relay(kind: 'outside' | 'inside', config: string) {
@@ -185,5 +185,33 @@ describe('signals to a relay process', () => {
     const failed = inside.lines.filter((l) => l.event === 'session.dial_failed') as Array<Line & { outside?: string }>;
     expect(failed.length).toBeGreaterThan(0);
     expect(failed.every((l) => l.outside === `127.0.0.1:${nobody}`)).toBe(true);
+  }, 20_000);
+
+  it('SIGHUP: the inside relay reads its file again; new sessions carry the new services, the open connection finishes on the old one; a bad file changes nothing', async () => {
+    const { outside, inside, servicePort } = await pair();
+    const c = await echoing(servicePort);
+    const free = await new Promise<number>((r) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+    });
+    const file = join(dir, 'inside.yaml');
+    const text = readFileSync(file, 'utf8');
+    const t = (target.address() as net.AddressInfo).port;
+    writeFileSync(file, text.replace(/services: \[(.*)\]/, `services: [$1, {name: echo2, listen: "127.0.0.1:${free}", target: "127.0.0.1:${t}"}]`));
+    inside.child.kill('SIGHUP');
+    expect((await inside.waitFor('config.reloaded')).event).toBe('config.reloaded');
+    await outside.waitFor('session.succeeded');
+    while (inside.lines.filter((l) => l.event === 'service.ready').length < 3) await new Promise((r) => setTimeout(r, 20));
+    // The new service, the old one (on the new session), and the connection open since before.
+    expect(await (await echoing(free)).echo(randomBytes(10_000))).toBe(true);
+    expect(await (await echoing(servicePort)).echo(randomBytes(10_000))).toBe(true);
+    expect(await c.echo(randomBytes(100_000))).toBe(true);
+    c.s.end();
+    expect(await inside.waitFor('relay.drained')).toMatchObject({ reason: 'reload' });
+    // A file that does not parse: logged, and the running config stays.
+    writeFileSync(file, 'name: [');
+    inside.child.kill('SIGHUP');
+    expect((await inside.waitFor('config.reload_failed')).code).toBe('PS_ERR_CONFIG');
+    expect(await (await echoing(free)).echo(randomBytes(10_000))).toBe(true);
   }, 20_000);
 });
