@@ -96,6 +96,8 @@ program
     });
     let relays = start(cfg);
     for (const r of relays) r.start();
+    /** Sessions of an earlier config, still finishing their connections. */
+    const retiring = new Set<InsideRelay>();
     // SIGHUP: read the file again. The policy travels in a session's init data, so new sessions
     // carry the new one: the old sessions drain (the outside relays hand their services to the new
     // ones at once, session.succeeded) and end when their connections have.
@@ -111,11 +113,19 @@ program
         return;
       }
       const old = relays;
-      for (const r of old) r.quiesce();
+      for (const r of old) {
+        r.quiesce();
+        retiring.add(r);
+      }
       relays = start(next);
       for (const r of relays) r.start();
       log.info({ event: 'config.reloaded', outsides: next.outsides.map((t) => t.address), services: next.services.map((s) => s.name) }, 'config reloaded: new sessions carry it; the old ones finish their connections');
-      void drain(old, next.limits.shutdown_grace_ms, log, { reason: 'reload' }).then(() => { for (const r of old) r.stop(); });
+      void drain(old, next.limits.shutdown_grace_ms, log, { reason: 'reload' }).then(() => {
+        for (const r of old) {
+          retiring.delete(r);
+          r.stop();
+        }
+      });
     });
     // Ready while every session to an outside relay is up: without one, its services are gone.
     metrics.health = () => {
@@ -125,7 +135,7 @@ program
       return { ok: status === 'ok', status, outsides, active: relays.reduce((n, r) => n + r.active, 0) };
     };
     await serveMetrics(cfg.metrics, log);
-    onSignal(log, cfg.limits.shutdown_grace_ms, () => relays, async () => { for (const r of relays) r.stop(); });
+    onSignal(log, cfg.limits.shutdown_grace_ms, () => [...relays, ...retiring], async () => { for (const r of [...relays, ...retiring]) r.stop(); });
   });
 
 program
