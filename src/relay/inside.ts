@@ -40,6 +40,8 @@ export interface InsideExtension {
 export class InsideRelay extends EventEmitter implements Drainable {
   session: Session | null = null;
   private stopped = false;
+  /** Sessions whose outside relay is draining: they finish their connections beside the current one. */
+  private readonly retiring = new Map<Session, tls.TLSSocket>();
   /** Draining (quiesce()). */
   private quiet = false;
   private attempt = 0;
@@ -83,15 +85,36 @@ export class InsideRelay extends EventEmitter implements Drainable {
 
   /** Streams open on the session. */
   get active(): number {
-    return this.session && !this.session.closed ? this.session.streamCount : 0;
+    let n = this.session && !this.session.closed ? this.session.streamCount : 0;
+    for (const s of this.retiring.keys()) n += s.streamCount;
+    return n;
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    if (this.session && !this.session.closed) this.session.goAway(Result.SHUTDOWN, 'inside relay shutting down');
-    this.socket?.end();
-    setTimeout(() => this.socket?.destroy(), 1000).unref();
+    for (const [s, sock] of [...this.retiring, ...(this.session && this.socket ? [[this.session, this.socket] as const] : [])]) {
+      if (!s.closed) s.goAway(Result.SHUTDOWN, 'inside relay shutting down');
+      sock.end();
+      setTimeout(() => sock.destroy(), 1000).unref();
+    }
+  }
+
+  /**
+   * The outside relay is stopping (DRAINING): this session only finishes its connections, and a
+   * new one is dialled at once, to the relay that follows it at the same address (a restart or a
+   * rolling update), so our services are open again there while the old one drains.
+   */
+  private onOutsideDraining(session: Session, sock: tls.TLSSocket): void {
+    if (this.session !== session) return;
+    this.log.info({ event: 'session.outside_draining', open: session.streamCount }, 'the outside relay is stopping: this session finishes its connections; dialling a new one');
+    this.session = null;
+    this.socket = null;
+    this.retiring.set(session, sock);
+    if (!this.stopped && !this.quiet) {
+      this.attempt = 0;
+      void this.connect();
+    }
   }
 
   private async connect(): Promise<void> {
@@ -133,6 +156,7 @@ export class InsideRelay extends EventEmitter implements Drainable {
             // Keep-alive answers may arrive in any state, also during the trial exchange.
             if (f.type === FrameType.PING) return;
             if (state === 'open') {
+              if (f.type === FrameType.DRAINING) return this.onOutsideDraining(session, sock);
               if (this.extension.onControl) return this.extension.onControl(session, f);
               throw new ProtocolError(`unexpected frame 0x${f.type.toString(16)}`);
             }
@@ -172,7 +196,8 @@ export class InsideRelay extends EventEmitter implements Drainable {
           if (this.session === session) this.session = null;
           sock.destroy();
           this.emit('closed', err);
-          this.retry();
+          // A drained session's end is expected: its successor is up or being dialled.
+          if (!this.retiring.delete(session)) this.retry();
         },
       }, { intervalMs: this.cfg.limits.keepalive_interval_ms, timeoutMs: this.cfg.limits.keepalive_timeout_ms });
       this.session = session;

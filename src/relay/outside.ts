@@ -162,7 +162,11 @@ export class OutsideRelay implements Drainable {
   quiesce(): void {
     this.quiet = true;
     this.server?.close();
-    for (const p of this.peers.values()) for (const l of p.listeners) l.close();
+    for (const p of this.peers.values()) {
+      for (const l of p.listeners) l.close();
+      // The inside relay dials a new session (to whoever listens here next) beside this one.
+      if (p.session.established && !p.session.closed) p.session.sendControl(FrameType.DRAINING, 0);
+    }
   }
 
   /** Streams open on every session (service clients, client-port connections, data connections). */

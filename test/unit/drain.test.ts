@@ -78,6 +78,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
     ].join('\n'));
     const inside = new InsideRelay(insideCfg, capture('inside'));
     const extra: InsideRelay[] = [];
+    const extraOutside: OutsideRelay[] = [];
     const agent = new ClientAgent(loadClientConfig(join(dir, 'client.yaml'), [
       `outside: 127.0.0.1:${clientPort}`,
       `outside_fingerprint: "${fingerprint}"`,
@@ -93,7 +94,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
       `outside: 127.0.0.1:${sess.port}`,
       `reach: ["127.0.0.1:${targetPort}"]`,
     ].join('\n')), capture('inside-c')) : null;
-    stopAll = async () => { await agent.stop(); inside.stop(); second?.stop(); for (const r of extra) r.stop(); await clients.stop(); await outside.stop(); };
+    stopAll = async () => { await agent.stop(); inside.stop(); second?.stop(); for (const r of extra) r.stop(); await clients.stop(); await outside.stop(); for (const o2 of extraOutside) await o2.stop(); };
     inside.start();
     second?.start();
     while (!lines.some((l) => l.event === 'service.ready')) await new Promise((r) => setTimeout(r, 20));
@@ -106,8 +107,21 @@ describe('graceful stop: drain (in process, loopback)', () => {
       r.start();
       return r;
     };
-    return { outside, clients, inside, agent, servicePort, forwardPort, successor };
+    /** Another outside relay process at the same address, as a rolling update starts one. */
+    const nextOutside = async () => {
+      const o2 = new OutsideRelay(loadOutsideConfig(join(dir, 'outside2.yaml'), [
+        `listen: 127.0.0.1:${sess.port}`,
+        `insides: [{name: b, key: "${key}"}]`,
+        'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
+      ].join('\n')), capture('outside-new'));
+      extraOutside.push(o2);
+      await o2.start();
+      return o2;
+    };
+    return { outside, clients, inside, agent, servicePort, forwardPort, successor, nextOutside };
   };
+
+  const until = async (pred: () => boolean) => { while (!pred()) await new Promise((r) => setTimeout(r, 20)); };
 
   /** A connection that has had one echo. */
   const connected = async (port: number) => {
@@ -146,6 +160,33 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect(left).toBe(0);
     expect(lines.find((l) => l.event === 'relay.draining')?.open).toBe(1);
     expect(lines.some((l) => l.event === 'relay.drained')).toBe(true);
+  }, 15_000);
+
+  it('outside relay replaced at the same address (rolling update): the inside relay opens a session to the new one at once, the old one finishes its connection', async () => {
+    const t = await topology();
+    const c = await connected(t.servicePort);
+    await echo(c.s, Buffer.from('x'));
+    const drained = drain([t.outside, t.clients], 10_000, t.outside.log);
+    await until(() => lines.some((l) => l.event === 'session.outside_draining' && l.name === 'inside'));
+    await t.nextOutside();
+    await until(() => lines.some((l) => l.event === 'service.listening' && l.name === 'outside-new'));
+    // New clients reach the service through the new outside relay; the old connection goes on.
+    const next = await connected(t.servicePort);
+    const fresh = randomBytes(50_000);
+    expect((await echo(next.s, fresh)).equals(fresh)).toBe(true);
+    const old = randomBytes(100_000);
+    expect((await echo(c.s, old)).equals(old)).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+    // The old outside relay stops: its session ends, not dialled again; the new one stays.
+    const mark = lines.length;
+    await t.outside.stop();
+    await until(() => lines.slice(mark).some((l) => l.event === 'session.closed' && l.name === 'inside'));
+    expect(t.inside.session?.established).toBe(true);
+    const after = await connected(t.servicePort);
+    expect((await echo(after.s, fresh)).equals(fresh)).toBe(true);
+    after.s.destroy();
+    next.s.destroy();
   }, 15_000);
 
   it('inside relay: it tells the outside relay (DRAINING), which closes its service port; the open connection goes on; a lost session is not dialled again', async () => {
