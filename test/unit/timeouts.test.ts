@@ -46,7 +46,7 @@ describe('carried connection timeouts (in process, loopback)', () => {
   });
 
   /** Outside and inside relay with `limits` lines, one service to the target; resolves its port. */
-  const pair = async (limits: string[], rules?: string): Promise<number> => {
+  const pair = async (limits: string[], rules?: string, outsideLimits = limits): Promise<number> => {
     const free = net.createServer();
     await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
     const servicePort = (free.address() as net.AddressInfo).port;
@@ -56,7 +56,7 @@ describe('carried connection timeouts (in process, loopback)', () => {
       'listen: 127.0.0.1:0',
       `insides: [{name: b, key: "${key}"}]`,
       'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
-      'limits:', ...limits,
+      'limits:', ...outsideLimits,
     ].join('\n')), capture('outside'));
     const sess = await outside.start();
     const inside = new InsideRelay(loadInsideConfig(join(dir, 'inside.yaml'), [
@@ -127,7 +127,8 @@ describe('carried connection timeouts (in process, loopback)', () => {
   }, 15_000);
 
   it('closes a half-closed control connection of a service with rules (FTP) whose server never ends, and its inside relay says so', async () => {
-    const port = await pair(['  idle_timeout_ms: 0', '  half_close_timeout_ms: 250'], 'ftp');
+    // Only the inside relay's limit can close it (the outside relay's is off): its own timer is what is tested.
+    const port = await pair(['  idle_timeout_ms: 0', '  half_close_timeout_ms: 250'], 'ftp', ['  idle_timeout_ms: 0', '  half_close_timeout_ms: 0']);
     const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     s.on('error', () => {});
     const closed = new Promise<void>((r) => s.once('close', () => r()));
