@@ -93,11 +93,14 @@ export class InsideRelay extends EventEmitter implements Drainable {
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    for (const [s, sock] of [...this.retiring, ...(this.session && this.socket ? [[this.session, this.socket] as const] : [])]) {
-      if (!s.closed) s.goAway(Result.SHUTDOWN, 'inside relay shutting down');
+    const end = (s: Session | null, sock: tls.TLSSocket) => {
+      if (s && !s.closed) s.goAway(Result.SHUTDOWN, 'inside relay shutting down');
       sock.end();
       setTimeout(() => sock.destroy(), 1000).unref();
-    }
+    };
+    for (const [s, sock] of this.retiring) end(s, sock);
+    // The current session, or a handshake still under way.
+    if (this.socket) end(this.session, this.socket);
   }
 
   /**
