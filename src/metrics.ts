@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { ConfigError } from './errors.js';
+import { ConfigError, ErrorCode } from './errors.js';
 import { splitHostPort } from './config.js';
 import type { Logger } from './log.js';
 
@@ -120,7 +120,7 @@ export class Metrics {
       );
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(new ConfigError(`metrics: cannot listen on ${address}: ${err.code ?? err.message}`)));
+      server.once('error', (err: NodeJS.ErrnoException) => reject(Object.assign(new ConfigError(`metrics: cannot listen on ${address}: ${err.code ?? err.message}`), { errno: err.code })));
       server.listen(port, host, () => resolve());
     });
     const a = server.address() as { address: string; port: number };
@@ -132,8 +132,26 @@ export class Metrics {
 export const metrics = new Metrics();
 
 /** Start the metrics endpoint when the config names one (`metrics: HOST:PORT`), and log where. */
-export async function serveMetrics(address: string | undefined, log: Logger): Promise<void> {
-  if (!address) return;
-  const m = await metrics.serve(address);
-  log.info({ event: 'metrics.listening', address: m.address, port: m.port }, 'Prometheus metrics at GET /metrics, health at GET /healthz');
+export async function serveMetrics(address: string | undefined, log: Logger, retryMs = 1000): Promise<() => void> {
+  if (!address) return () => {};
+  let server: http.Server | null = null;
+  let timer: NodeJS.Timeout | undefined;
+  const up = (m: { server: http.Server; address: string; port: number }) => {
+    server = m.server;
+    log.info({ event: 'metrics.listening', address: m.address, port: m.port }, 'Prometheus metrics at GET /metrics, health at GET /healthz');
+  };
+  const close = () => { clearInterval(timer); server?.close(); };
+  try {
+    up(await metrics.serve(address));
+  } catch (err) {
+    // In use: most likely the process this one replaces, still draining (docs/operations.md).
+    // Take the port when it is free; anything else is a config error.
+    if ((err as { errno?: string }).errno !== 'EADDRINUSE') throw err;
+    log.warn({ event: 'metrics.waiting', code: ErrorCode.CONFIG, address }, `metrics: ${address} is in use (by the process this one replaces, while it drains?); trying again every ${retryMs} ms`);
+    timer = setInterval(() => {
+      metrics.serve(address).then((m) => { clearInterval(timer); up(m); }, () => {});
+    }, retryMs);
+    timer.unref();
+  }
+  return close;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { createLogger } from '../../src/log.js';
-import { metrics } from '../../src/metrics.js';
+import { metrics, serveMetrics } from '../../src/metrics.js';
 import { ConfigError } from '../../src/errors.js';
 import { seriesValue } from '../support/metrics.js';
 
@@ -89,5 +89,20 @@ describe('metrics', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('serveMetrics: an address in use (the process it replaces, draining) is taken once it is free; meanwhile a warning', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as net.AddressInfo).port;
+    const lines: Array<{ event?: string; code?: string }> = [];
+    const log = createLogger('info', 'test', { write: (l: string) => { lines.push(JSON.parse(l)); } });
+    const close = await serveMetrics(`127.0.0.1:${port}`, log, 50);
+    expect(lines.find((l) => l.event === 'metrics.waiting')?.code).toBe('PS_ERR_CONFIG');
+    await new Promise<void>((r) => taken.close(() => r()));
+    while (!lines.some((l) => l.event === 'metrics.listening')) await new Promise((r) => setTimeout(r, 20));
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(res.status).toBe(200);
+    close();
   });
 });
