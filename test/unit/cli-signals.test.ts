@@ -214,4 +214,22 @@ describe('signals to a relay process', () => {
     expect((await inside.waitFor('config.reload_failed')).code).toBe('PS_ERR_CONFIG');
     expect(await (await echoing(free)).echo(randomBytes(10_000))).toBe(true);
   }, 20_000);
+
+  it('an inside relay restarted with SIGTERM and a new process at once (docs/operations.md): the new one takes over, the old one finishes its connection and exits 0, then the new one takes the metrics port', async () => {
+    const { outside, inside, servicePort, insideMetrics } = await pair();
+    const c = await echoing(servicePort);
+    inside.child.kill('SIGTERM');
+    await inside.waitFor('relay.draining');
+    const next = relay('inside', join(dir, 'inside.yaml'));
+    children.push(next.child);
+    await outside.waitFor('session.succeeded');
+    await next.waitFor('service.ready');
+    expect((await next.waitFor('metrics.waiting')).code).toBe('PS_ERR_CONFIG');
+    expect(await (await echoing(servicePort)).echo(randomBytes(10_000))).toBe(true);
+    expect(await c.echo(randomBytes(100_000))).toBe(true);
+    c.s.end();
+    expect(await inside.exited).toBe(0);
+    await next.waitFor('metrics.listening');
+    expect(await health(insideMetrics)).toMatchObject({ code: 200, body: { status: 'ok' } });
+  }, 20_000);
 });
