@@ -232,4 +232,23 @@ describe('signals to a relay process', () => {
     await next.waitFor('metrics.listening');
     expect(await health(insideMetrics)).toMatchObject({ code: 200, body: { status: 'ok' } });
   }, 20_000);
+
+  it('an outside relay replaced by a new process at the same address: the inside relay moves its services to the new one at once, the old one finishes its connection and exits 0', async () => {
+    const { outside, inside, servicePort } = await pair();
+    const c = await echoing(servicePort);
+    outside.child.kill('SIGTERM');
+    await outside.waitFor('relay.draining');
+    await inside.waitFor('session.outside_draining');
+    const next = relay('outside', join(dir, 'outside.yaml'));
+    children.push(next.child);
+    await next.waitFor('service.listening');
+    expect(await (await echoing(servicePort)).echo(randomBytes(10_000))).toBe(true);
+    expect(await c.echo(randomBytes(100_000))).toBe(true);
+    c.s.end();
+    expect(await outside.exited).toBe(0);
+    // The old session's end is not followed by a dial: the inside relay stays with the new one.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await (await echoing(servicePort)).echo(randomBytes(10_000))).toBe(true);
+    expect(inside.lines.filter((l) => l.event === 'session.established')).toHaveLength(2);
+  }, 20_000);
 });
