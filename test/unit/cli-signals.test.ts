@@ -37,6 +37,12 @@ function relay(kind: 'outside' | 'inside', config: string) {
   return { child, lines, exited, waitFor };
 }
 
+/** A port free on loopback now. */
+const free = (): Promise<number> => new Promise((r) => {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
+});
+
 describe('signals to a relay process', () => {
   let dir: string;
   let target: net.Server;
@@ -56,10 +62,6 @@ describe('signals to a relay process', () => {
   });
 
   const pair = async () => {
-    const free = (): Promise<number> => new Promise((r) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
-    });
     const [sessionPort, servicePort, outsideMetrics, insideMetrics] = [await free(), await free(), await free(), await free()];
     const key = randomBytes(32).toString('base64');
     writeFileSync(join(dir, 'outside.yaml'), [
@@ -141,26 +143,15 @@ describe('signals to a relay process', () => {
   }, 20_000);
 
   it('GET /healthz at an inside relay with no session answers 503 "no session"', async () => {
-    const free = await new Promise<number>((r) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
-    });
-    const nobody = await new Promise<number>((r) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
-    });
-    writeFileSync(join(dir, 'alone.yaml'), ['name: b', `key: "${randomBytes(32).toString('base64')}"`, `outside: 127.0.0.1:${nobody}`, `metrics: 127.0.0.1:${free}`].join('\n'));
+    const [metricsPort, nobody] = [await free(), await free()];
+    writeFileSync(join(dir, 'alone.yaml'), ['name: b', `key: "${randomBytes(32).toString('base64')}"`, `outside: 127.0.0.1:${nobody}`, `metrics: 127.0.0.1:${metricsPort}`].join('\n'));
     const inside = relay('inside', join(dir, 'alone.yaml'));
     children.push(inside.child);
     await inside.waitFor('metrics.listening');
-    expect(await health(free)).toMatchObject({ code: 503, body: { status: 'no session' } });
+    expect(await health(metricsPort)).toMatchObject({ code: 503, body: { status: 'no session' } });
   }, 20_000);
 
   it('an inside relay with two outside relays, one of them down: a session to the other, GET /healthz 503 "partial"', async () => {
-    const free = (): Promise<number> => new Promise((r) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
-    });
     const [sessionPort, nobody, servicePort, metricsPort] = [await free(), await free(), await free(), await free()];
     const key = randomBytes(32).toString('base64');
     writeFileSync(join(dir, 'o2.yaml'), [`listen: 127.0.0.1:${sessionPort}`, `insides: [{name: b, key: "${key}"}]`, 'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}'].join('\n'));
@@ -190,20 +181,17 @@ describe('signals to a relay process', () => {
   it('SIGHUP: the inside relay reads its file again; new sessions carry the new services, the open connection finishes on the old one; a bad file changes nothing', async () => {
     const { outside, inside, servicePort } = await pair();
     const c = await echoing(servicePort);
-    const free = await new Promise<number>((r) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); });
-    });
+    const added = await free();
     const file = join(dir, 'inside.yaml');
     const text = readFileSync(file, 'utf8');
     const t = (target.address() as net.AddressInfo).port;
-    writeFileSync(file, text.replace(/services: \[(.*)\]/, `services: [$1, {name: echo2, listen: "127.0.0.1:${free}", target: "127.0.0.1:${t}"}]`));
+    writeFileSync(file, text.replace(/services: \[(.*)\]/, `services: [$1, {name: echo2, listen: "127.0.0.1:${added}", target: "127.0.0.1:${t}"}]`));
     inside.child.kill('SIGHUP');
     expect((await inside.waitFor('config.reloaded')).event).toBe('config.reloaded');
     await outside.waitFor('session.succeeded');
     while (inside.lines.filter((l) => l.event === 'service.ready').length < 3) await new Promise((r) => setTimeout(r, 20));
     // The new service, the old one (on the new session), and the connection open since before.
-    expect(await (await echoing(free)).echo(randomBytes(10_000))).toBe(true);
+    expect(await (await echoing(added)).echo(randomBytes(10_000))).toBe(true);
     expect(await (await echoing(servicePort)).echo(randomBytes(10_000))).toBe(true);
     expect(await c.echo(randomBytes(100_000))).toBe(true);
     c.s.end();
@@ -212,7 +200,7 @@ describe('signals to a relay process', () => {
     writeFileSync(file, 'name: [');
     inside.child.kill('SIGHUP');
     expect((await inside.waitFor('config.reload_failed')).code).toBe('PS_ERR_CONFIG');
-    expect(await (await echoing(free)).echo(randomBytes(10_000))).toBe(true);
+    expect(await (await echoing(added)).echo(randomBytes(10_000))).toBe(true);
   }, 20_000);
 
   it('an inside relay restarted with SIGTERM and a new process at once (docs/operations.md): the new one takes over, the old one finishes its connection and exits 0, then the new one takes the metrics port', async () => {
