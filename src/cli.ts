@@ -60,7 +60,7 @@ program
     metrics.health = () => ({
       ok: !isDraining(),
       status: isDraining() ? 'draining' : 'ok',
-      sessions: [...relay.peers.values()].filter((p) => p.session.established).map((p) => p.name),
+      sessions: [...relay.peers.values()].filter((p) => p.session.established && !p.session.closed).map((p) => p.name),
       active: relay.active + (clients?.active ?? 0),
     });
     await serveMetrics(cfg.metrics, log);

@@ -38,6 +38,8 @@ export const limitsSchema = z.strictObject({
   half_close_timeout_ms: z.number().int().nonnegative().default(300_000),
   /** TCP keep-alive on carried sockets after this much idleness; 0 off. */
   tcp_keepalive_ms: z.number().int().nonnegative().default(60_000),
+  /** Outside relay: a draining inside relay's service ports wait this long for its successor session (restart, reload); 0 closes them at once. */
+  service_handover_ms: z.number().int().nonnegative().default(2_000),
   /** On SIGTERM/SIGINT: no new connections, and this long for the open ones to end (drain.ts); 0 cuts them at once. */
   shutdown_grace_ms: z.number().int().nonnegative().default(10_000),
 }).prefault({});

@@ -42,7 +42,7 @@ import { acceptClientSession } from './clientlink.js';
 import { MAX_CERT } from '../session/clientshake.js';
 import type { ClientSessionKeys } from '../session/clientshake.js';
 import type { InsidePeer, OutsideRelay } from './outside.js';
-import type { Drainable } from './drain.js';
+import { Settling, type Drainable } from './drain.js';
 import { holdStream, joinSockets } from './pipe.js';
 import { AddressRate, Refusals } from './ratelimit.js';
 
@@ -92,6 +92,8 @@ export class ClientPort implements Drainable {
   private readonly sessions = new Set<Session>();
   /** Draining (quiesce()). */
   private quiet = false;
+  /** Agent sessions pinged at quiesce() and not answered yet (drain.ts). */
+  private readonly settling = new Settling();
   /** Handshakes per agent address: anyone who reaches the port may start one. */
   private readonly handshakes: AddressRate;
   private readonly refusals = new Refusals();
@@ -184,11 +186,14 @@ export class ClientPort implements Drainable {
   quiesce(): void {
     this.quiet = true;
     this.server?.close();
+    // Connections an agent opened before this reach us after it: they are answered 0x0c (or taken,
+    // if passive) before the drain may end.
+    for (const s of this.sessions) this.settling.start(s);
   }
 
   /** Connections open on every agent session. */
   get active(): number {
-    let n = 0;
+    let n = this.settling.size;
     for (const s of this.sessions) n += s.streamCount;
     return n;
   }
@@ -254,7 +259,7 @@ export class ClientPort implements Drainable {
       log.debug({ event: 'client.session_established' }, 'agent session established');
       return;
     }
-    if (f.type === FrameType.PING) return; // answers to our keep-alives
+    if (f.type === FrameType.PING) return this.settling.answer(session, f); // answers to our keep-alives, or to quiesce()
     log.warn({ event: 'client.rejected', code: ErrorCode.PROTOCOL, frame: f.type }, 'unexpected frame on an agent session');
     session.goAway(Result.PROTOCOL_ERROR, `unexpected frame 0x${f.type.toString(16)} on a client session`);
   }

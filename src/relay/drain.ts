@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import { Flag, type Frame } from '../session/frame.js';
+import type { Session } from '../session/session.js';
 
 /**
  * Something that carries connections and can stop taking new ones while those it has finish
@@ -49,4 +52,35 @@ export async function drain(parts: Drainable[], graceMs: number, log: Logger, fi
   if (left > 0) log.warn({ ...fields, event: 'relay.drain_timeout', code: ErrorCode.SHUTTING_DOWN, open: left, grace_ms: graceMs }, `closing ${left} connections still open after the shutdown grace`);
   else log.info({ ...fields, event: 'relay.drained', in_ms: Date.now() - t0 }, 'every connection has ended');
   return left;
+}
+
+/**
+ * Sessions whose peer has not yet answered a ping sent when we began to drain. Until it has,
+ * streams it opened before it knew may still be on their way (TCP keeps order: its answer comes
+ * after them), so a drain with nothing open must not end yet: count these as open.
+ */
+export class Settling {
+  private readonly tokens = new Map<Session, Buffer>();
+
+  start(session: Session): void {
+    if (session.closed) return;
+    const token = randomBytes(8);
+    this.tokens.set(session, token);
+    session.ping(token);
+  }
+
+  /** A PING frame from `session`: the answer we wait for settles it. */
+  answer(session: Session, f: Frame): void {
+    const t = this.tokens.get(session);
+    if (t && f.flags & Flag.ACK && f.payload.equals(t)) this.tokens.delete(session);
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const [s] of this.tokens) {
+      if (s.closed) this.tokens.delete(s);
+      else n++;
+    }
+    return n;
+  }
 }

@@ -10,7 +10,7 @@ import { InsideTrial, deriveKeys } from '../session/handshake.js';
 import { decodeJson, encodeJson, initAckSchema, type InitData } from '../session/init.js';
 import type { Session } from '../session/session.js';
 import type { Stream } from '../session/stream.js';
-import type { Drainable } from './drain.js';
+import { Settling, type Drainable } from './drain.js';
 import { dial, type FirewallSpec } from './firewall.js';
 import { sessionOverSocket } from './link.js';
 import { guardOf, holdStream, logClosed, pipeStream, type Guard, type HeldData } from './pipe.js';
@@ -18,6 +18,9 @@ import { channelBinding, clientOptions } from './tls.js';
 import { matchAny, parseDestPattern, type DestPattern } from '../agent/match.js';
 
 export type ServiceSpec = InitData['services'][number];
+
+/** Re-dial interval while an outside relay's successor is expected (onOutsideDraining()). */
+const EAGER_REDIAL_MS = 100;
 
 /** Hooks for dynamic ports (src/relay/dynamic.ts). */
 export interface InsideExtension {
@@ -44,6 +47,11 @@ export class InsideRelay extends EventEmitter implements Drainable {
   private readonly retiring = new Map<Session, tls.TLSSocket>();
   /** Draining (quiesce()). */
   private quiet = false;
+  /** After the outside relay said DRAINING: until then, dial its successor without backing off. */
+  private eagerUntil = 0;
+  private eagerFailures = 0;
+  /** Sessions told DRAINING whose outside relay has not answered since (drain.ts). */
+  private readonly settling = new Settling();
   private attempt = 0;
   private timer: NodeJS.Timeout | null = null;
   private socket: tls.TLSSocket | null = null;
@@ -73,19 +81,24 @@ export class InsideRelay extends EventEmitter implements Drainable {
   }
 
   /**
-   * Graceful stop (drain.ts): new connections are refused (SHUTDOWN) and a lost session is not
-   * dialled again; the open connections, and data connections their rules announce, go on.
+   * Graceful stop (drain.ts): the outside relay is told (DRAINING) and opens no new streams to us;
+   * a lost session is not dialled again. The open connections go on, and so do those it opened
+   * before it had our DRAINING (they are on their way, so they are served) and the data
+   * connections their rules announce.
    */
   quiesce(): void {
     this.quiet = true;
-    // The outside relay closes our service ports and sends agents elsewhere; a connection already
-    // on its way is answered SHUTDOWN (onStream).
-    if (this.session?.established && !this.session.closed) this.session.sendControl(FrameType.DRAINING, 0);
+    if (this.session?.established && !this.session.closed) this.tellDraining(this.session);
+  }
+
+  private tellDraining(session: Session): void {
+    session.sendControl(FrameType.DRAINING, 0);
+    this.settling.start(session);
   }
 
   /** Streams open on the session. */
   get active(): number {
-    let n = this.session && !this.session.closed ? this.session.streamCount : 0;
+    let n = (this.session && !this.session.closed ? this.session.streamCount : 0) + this.settling.size;
     for (const s of this.retiring.keys()) n += s.streamCount;
     return n;
   }
@@ -116,6 +129,10 @@ export class InsideRelay extends EventEmitter implements Drainable {
     this.retiring.set(session, sock);
     if (!this.stopped && !this.quiet) {
       this.attempt = 0;
+      // Its successor is usually a process still starting: try again every 100 ms for a while
+      // rather than back off, so the services are open there as soon as it listens.
+      this.eagerUntil = Date.now() + this.cfg.limits.shutdown_grace_ms;
+      this.eagerFailures = 0;
       void this.connect();
     }
   }
@@ -129,7 +146,9 @@ export class InsideRelay extends EventEmitter implements Drainable {
       raw = await dial(host, port, this.firewall, this.cfg.limits.connect_timeout_ms);
     } catch (err) {
       const e = err as PortsideError;
-      this.log.warn({ event: 'session.dial_failed', code: e.code ?? ErrorCode.CONNECT_FAILED, reason: e.message }, 'cannot reach the outside relay');
+      // Waiting for a successor that is still starting: one warning, not one every 100 ms.
+      const lvl = Date.now() < this.eagerUntil && this.eagerFailures++ > 0 ? 'debug' : 'warn';
+      this.log[lvl]({ event: 'session.dial_failed', code: e.code ?? ErrorCode.CONNECT_FAILED, reason: e.message }, 'cannot reach the outside relay');
       return this.retry();
     }
     if (this.stopped || this.quiet) { raw.destroy(); return; }
@@ -157,7 +176,7 @@ export class InsideRelay extends EventEmitter implements Drainable {
         onControl: (f) => {
           try {
             // Keep-alive answers may arrive in any state, also during the trial exchange.
-            if (f.type === FrameType.PING) return;
+            if (f.type === FrameType.PING) return this.settling.answer(session, f);
             if (state === 'open') {
               if (f.type === FrameType.DRAINING) return this.onOutsideDraining(session, sock);
               if (this.extension.onControl) return this.extension.onControl(session, f);
@@ -181,6 +200,8 @@ export class InsideRelay extends EventEmitter implements Drainable {
                 else this.log.warn({ event: 'service.refused', service: s.name, code: s.code, reason: s.error }, 'outside relay refused the service');
               }
               this.log.info({ event: 'session.established' }, 'session established');
+              // Set up while we began to drain (a dial under way): it must know at once.
+              if (this.quiet) this.tellDraining(session);
               this.emit('established', session, ack);
             } else throw new ProtocolError(`unexpected frame 0x${f.type.toString(16)} during ${state}`);
           } catch (err) {
@@ -210,6 +231,10 @@ export class InsideRelay extends EventEmitter implements Drainable {
 
   private retry(): void {
     if (this.stopped || this.quiet || this.timer) return;
+    if (Date.now() < this.eagerUntil) {
+      this.timer = setTimeout(() => { this.timer = null; void this.connect(); }, EAGER_REDIAL_MS);
+      return;
+    }
     const { min_ms, max_ms } = this.cfg.reconnect;
     // Exponential backoff with jitter, so many inside relays do not return in lockstep.
     const cap = Math.min(max_ms, min_ms * 2 ** Math.min(this.attempt, 16));
@@ -233,11 +258,6 @@ export class InsideRelay extends EventEmitter implements Drainable {
     if (stream.kind !== 'inside-connect' || (!configured && !extended && !reached)) {
       log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.NOT_ALLOWED, result: 'NOT_ALLOWED' }, 'target is not a configured service');
       session.answer(stream, Result.NOT_ALLOWED);
-      return;
-    }
-    if (this.quiet && !extended) {
-      log.info({ ...fields, event: 'stream.refused', code: ErrorCode.SHUTTING_DOWN, result: 'SHUTDOWN' }, 'new connection refused: the inside relay is shutting down');
-      session.answer(stream, Result.SHUTDOWN);
       return;
     }
     // The client's first bytes may arrive before the server connection exists: keep them.

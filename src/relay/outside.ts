@@ -27,7 +27,16 @@ export interface InsidePeer {
   log: Logger;
   /** The inside relay is stopping gracefully (DRAINING): no new streams to it. */
   draining?: boolean;
+  /** DRAINING: its service ports wait this long for a successor session to take them over. */
+  handover?: NodeJS.Timeout;
+  /** Service clients that came before the session could carry them (before INIT_ACK, or held for a handover). */
+  waiting?: Array<[Service, net.Socket]>;
 }
+
+type Service = InitData['services'][number];
+
+/** Service clients held at most per session while it gets ready or hands over (beyond: refused). */
+const MAX_WAITING = 1024;
 
 /**
  * Hooks for dynamic ports (src/relay/dynamic.ts) to extend the outside relay without
@@ -62,6 +71,8 @@ export class OutsideRelay implements Drainable {
   readonly peers = new Map<string, InsidePeer>();
   /** Draining sessions whose inside relay has a successor session (adopt()): they end by themselves. */
   private readonly retired = new Set<InsidePeer>();
+  /** Clients at a draining inside relay's service port, held for its successor (onListenerClient()). */
+  private readonly held = new Map<net.Server, net.Socket[]>();
   private pending = 0;
   /** Sessions not yet authenticated, by remote address|port: call to stop their deadline. */
   private readonly waiting = new Map<string, () => void>();
@@ -74,8 +85,8 @@ export class OutsideRelay implements Drainable {
   /** Raw connections closed for a limit: their TLS failure is no news. */
   private readonly refused = new WeakSet<object>();
   allow: AllowList;
-  /** Which service each listener serves (reload() checks them against a new allow list). */
-  private readonly serviceOf = new WeakMap<net.Server, InitData['services'][number]>();
+  /** Whose service each listener serves now: a successor session takes it over (adopt()). */
+  private readonly owner = new WeakMap<net.Server, { peer: InsidePeer; svc: Service }>();
   extension: OutsideExtension = {};
   /** Timeouts for carried connections (limits.*). */
   readonly guard: Guard;
@@ -118,17 +129,17 @@ export class OutsideRelay implements Drainable {
       p.log.info({ event: 'session.ended_by_config', reason: why }, `session ended: ${why}`);
       p.session.goAway(Result.SHUTDOWN, why);
       p.socket.end();
-      this.closePeer(p);
+      this.closePeer(p, true);
     }
     const closed: string[] = [];
     for (const p of this.peers.values()) {
       p.listeners = p.listeners.filter((l) => {
-        const svc = this.serviceOf.get(l);
+        const svc = this.owner.get(l)?.svc;
         const why = svc && this.allow.listen(svc.listen.host, svc.listen.port);
         if (!svc || !why) return true;
         p.log.warn({ event: 'service.refused', service: svc.name, code: ErrorCode.NOT_ALLOWED, reason: why }, 'service closed: the reloaded allow list refuses it');
         closed.push(svc.name);
-        l.close();
+        this.closeListener(l);
         return false;
       });
     }
@@ -163,7 +174,8 @@ export class OutsideRelay implements Drainable {
     this.quiet = true;
     this.server?.close();
     for (const p of this.peers.values()) {
-      for (const l of p.listeners) l.close();
+      for (const l of p.listeners) this.closeListener(l);
+      p.listeners = [];
       // The inside relay dials a new session (to whoever listens here next) beside this one.
       if (p.session.established && !p.session.closed) p.session.sendControl(FrameType.DRAINING, 0);
     }
@@ -181,7 +193,7 @@ export class OutsideRelay implements Drainable {
     for (const p of [...this.peers.values(), ...this.retired]) {
       p.session.goAway(Result.SHUTDOWN, 'outside relay shutting down');
       p.socket.end();
-      this.closePeer(p);
+      this.closePeer(p, true);
     }
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -255,6 +267,9 @@ export class OutsideRelay implements Drainable {
               done();
               session.sendControl(FrameType.INIT_ACK, 0, encodeJson(ack));
               log.info({ event: 'session.established', services: ack.services.filter((s) => s.ok).length }, 'session established');
+              const waiting = peer!.waiting ?? [];
+              peer!.waiting = undefined;
+              for (const [svc, sock] of waiting) this.onServiceClient(peer!, svc, sock);
             }, (err) => abort(err));
           } else {
             throw new ProtocolError(`unexpected frame 0x${f.type.toString(16)} during ${state}`);
@@ -286,12 +301,17 @@ export class OutsideRelay implements Drainable {
   /** Take over the peer's services: open a listener for each one our allow-list permits. */
   private async adopt(peer: InsidePeer): Promise<InitAck> {
     const old = this.peers.get(peer.name);
+    /** A draining predecessor's service ports, by listen address: handed over, not closed and opened again. */
+    const spare = new Map<string, net.Server>();
     if (old?.draining) {
       // A stopping inside relay and the one started to follow it: the new session takes the
       // services; the old one carries its open connections to their end.
       old.log.info({ event: 'session.succeeded' }, 'a new session from the same inside relay takes over; this one carries its open connections to their end');
+      clearTimeout(old.handover);
+      for (const l of old.listeners) spare.set(listenKey(this.owner.get(l)!.svc), l);
+      old.listeners = [];
       this.peers.delete(old.name);
-      this.retired.add(old);
+      if (!old.session.closed) this.retired.add(old);
     } else if (old) {
       // The newest session wins: the old one is usually a dead link not yet timed out.
       old.log.info({ event: 'session.replaced' }, 'a new session from the same inside relay replaces this one');
@@ -313,11 +333,16 @@ export class OutsideRelay implements Drainable {
         continue;
       }
       try {
-        const srv = await this.listenService(peer, svc);
+        const handed = spare.get(listenKey(svc));
+        spare.delete(listenKey(svc));
+        const srv = handed ?? await this.listenService(peer, svc);
         const a = srv.address() as net.AddressInfo;
         peer.listeners.push(srv);
-        this.serviceOf.set(srv, svc);
-        peer.log.info({ event: 'service.listening', service: svc.name, address: a.address, port: a.port, target: joinHostPort(svc.target.host, svc.target.port) }, 'service listening');
+        this.owner.set(srv, { peer, svc });
+        // Clients held for the handover are served once this session is ready (after INIT_ACK).
+        for (const s of this.held.get(srv) ?? []) (peer.waiting ??= []).push([svc, s]);
+        this.held.delete(srv);
+        peer.log.info({ event: 'service.listening', service: svc.name, address: a.address, port: a.port, target: joinHostPort(svc.target.host, svc.target.port), ...(handed ? { handed_over: true } : {}) }, handed ? 'service port handed over from the session before' : 'service listening');
         ack.services.push({ name: svc.name, ok: true, host: a.address, port: a.port });
       } catch (err) {
         const msg = (err as Error).message;
@@ -325,18 +350,42 @@ export class OutsideRelay implements Drainable {
         ack.services.push({ name: svc.name, ok: false, code: ErrorCode.CONNECT_FAILED, error: msg });
       }
     }
+    // Ports the new session did not ask for again.
+    for (const l of spare.values()) this.closeListener(l);
     return ack;
   }
 
-  private listenService(peer: InsidePeer, svc: InitData['services'][number]): Promise<net.Server> {
-    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (sock) => this.onServiceClient(peer, svc, sock));
+  /** Close a service port, and refuse the clients held at it. */
+  private closeListener(l: net.Server): void {
+    l.close();
+    for (const s of this.held.get(l) ?? []) s.destroy();
+    this.held.delete(l);
+  }
+
+  /** A client at a service port: to its session, or held while that session gets ready or hands over. */
+  private onListenerClient(srv: net.Server, sock: net.Socket): void {
+    const o = this.owner.get(srv);
+    if (!o) { sock.destroy(); return; }
+    if (!o.peer.draining) return this.onServiceClient(o.peer, o.svc, sock);
+    // Its inside relay is draining: a successor (a restart, a reload) takes this port over within
+    // limits.service_handover_ms and serves the client then; else the port closes and it is refused.
+    const q = this.held.get(srv) ?? [];
+    if (q.length >= MAX_WAITING) { sock.destroy(); return; }
+    sock.on('error', ignore);
+    q.push(sock);
+    this.held.set(srv, q);
+  }
+
+  private listenService(peer: InsidePeer, svc: Service): Promise<net.Server> {
+    const srv: net.Server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (sock) => this.onListenerClient(srv, sock));
+    this.owner.set(srv, { peer, svc });
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
       srv.listen(svc.listen.port, svc.listen.host, () => { srv.off('error', reject); resolve(srv); });
     });
   }
 
-  private onServiceClient(peer: InsidePeer, svc: InitData['services'][number], sock: net.Socket): void {
+  private onServiceClient(peer: InsidePeer, svc: Service, sock: net.Socket): void {
     const client = joinHostPort(sock.remoteAddress ?? '?', sock.remotePort ?? 0);
     if (!this.allow.source(sock.remoteAddress)) {
       peer.log.warn({ event: 'client.refused', service: svc.name, client, code: ErrorCode.NOT_ALLOWED }, 'client address not in allow.from');
@@ -344,6 +393,13 @@ export class OutsideRelay implements Drainable {
       return;
     }
     if (peer.session.closed) { sock.destroy(); return; }
+    // Its listener opened before INIT_ACK went out: a stream must not reach the inside relay before it.
+    if (!peer.session.established) {
+      if ((peer.waiting ??= []).length >= MAX_WAITING) { sock.destroy(); return; }
+      sock.on('error', ignore);
+      peer.waiting.push([svc, sock]);
+      return;
+    }
     // inside-connect.req (608): the inside relay connects to the server. The client's first
     // bytes travel right behind the request (within the window) and wait at the inside relay,
     // which saves a round trip; a refusal closes the client's connection.
@@ -375,14 +431,37 @@ export class OutsideRelay implements Drainable {
   private onDraining(peer: InsidePeer): void {
     if (peer.draining) return;
     peer.draining = true;
-    peer.log.info({ event: 'session.draining', services: peer.listeners.length }, 'inside relay stopping: its service ports close, its open connections go on');
-    for (const l of peer.listeners) l.close();
+    const ms = this.cfg.limits.service_handover_ms;
+    peer.log.info({ event: 'session.draining', services: peer.listeners.length, handover_ms: ms }, 'inside relay stopping: its open connections go on; its service ports wait for a successor, then close');
+    const close = () => {
+      peer.handover = undefined;
+      for (const l of peer.listeners) this.closeListener(l);
+      peer.listeners = [];
+      // Its session ended while it waited for a successor that did not come.
+      if (peer.session.closed && this.peers.get(peer.name) === peer) this.peers.delete(peer.name);
+    };
+    if (ms) peer.handover = setTimeout(close, ms).unref();
+    else close();
   }
 
-  private closePeer(peer: InsidePeer): void {
+  /**
+   * A session gone (or replaced, or removed by a reload: `force`). A draining one whose ports wait
+   * for a successor keeps them, and its name, until the successor or the handover timer: an inside
+   * relay restarted after its old process finished still finds its clients waiting.
+   */
+  private closePeer(peer: InsidePeer, force = false): void {
     this.retired.delete(peer);
-    for (const l of peer.listeners) l.close();
+    if (!force && peer.draining && peer.handover && !this.quiet && this.peers.get(peer.name) === peer) {
+      for (const [, s] of peer.waiting ?? []) s.destroy();
+      peer.waiting = undefined;
+      this.extension.onPeerClosed?.(peer);
+      return;
+    }
+    clearTimeout(peer.handover);
+    for (const l of peer.listeners) this.closeListener(l);
     peer.listeners = [];
+    for (const [, s] of peer.waiting ?? []) s.destroy();
+    peer.waiting = undefined;
     if (this.peers.get(peer.name) === peer) this.peers.delete(peer.name);
     this.extension.onPeerClosed?.(peer);
   }
@@ -395,4 +474,8 @@ function split(hp: string): { host: string; port: number } {
   let host = hp.slice(0, i);
   if (host.startsWith('[')) host = host.slice(1, -1);
   return { host, port: Number(hp.slice(i + 1)) };
+}
+
+function listenKey(svc: Service): string {
+  return joinHostPort(svc.listen.host, svc.listen.port);
 }

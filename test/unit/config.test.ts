@@ -72,7 +72,7 @@ describe('config: good files', () => {
     expect(c.limits).toEqual({
       handshake_timeout_ms: 10_000, max_pending_handshakes: 64, keepalive_interval_ms: 15_000,
       keepalive_timeout_ms: 45_000, connect_timeout_ms: 10_000, max_streams: 65_536,
-      idle_timeout_ms: 0, half_close_timeout_ms: 300_000, tcp_keepalive_ms: 60_000, shutdown_grace_ms: 10_000, handshake_rate: 20, handshake_burst: 100,
+      idle_timeout_ms: 0, half_close_timeout_ms: 300_000, tcp_keepalive_ms: 60_000, service_handover_ms: 2_000, shutdown_grace_ms: 10_000, handshake_rate: 20, handshake_burst: 100,
     });
     expect(detectConfigKind(GOOD_OUTSIDE)).toBe('outside');
   });

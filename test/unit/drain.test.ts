@@ -54,7 +54,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
   });
 
   /** Outside relay (with a client port), inside relay with one service to the echo target. */
-  const topology = async (o: { second?: boolean } = {}) => {
+  const topology = async (o: { second?: boolean; handoverMs?: number } = {}) => {
     const free = net.createServer();
     await new Promise<void>((r) => free.listen(0, '127.0.0.1', () => r()));
     const servicePort = (free.address() as net.AddressInfo).port;
@@ -65,6 +65,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
       `insides: [{name: b, key: "${key}"}, {name: c, key: "${key}"}]`,
       'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}',
       'clients: {listen: "127.0.0.1:0", cert_file: c.pem, key_file: c.key, auth: users, users_file: users.txt}',
+      ...(o.handoverMs !== undefined ? [`limits: {service_handover_ms: ${o.handoverMs}}`] : []),
     ].join('\n')), capture('outside'));
     const sess = await outside.start();
     const clients = ClientPort.forConfig(outside, outside.log)!;
@@ -189,12 +190,16 @@ describe('graceful stop: drain (in process, loopback)', () => {
     next.s.destroy();
   }, 15_000);
 
-  it('inside relay: it tells the outside relay (DRAINING), which closes its service port; the open connection goes on; a lost session is not dialled again', async () => {
-    const t = await topology();
+  it('inside relay: it tells the outside relay (DRAINING), whose service port holds new clients for a successor, then refuses them; the open connection goes on; a lost session is not dialled again', async () => {
+    const t = await topology({ handoverMs: 300 });
     const c = await connected(t.servicePort);
     await echo(c.s, Buffer.from('x')); // carried end to end before the drain starts
     const drained = drain([t.inside], 10_000, t.inside.log);
     while (!lines.some((l) => l.event === 'session.draining' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
+    // Within limits.service_handover_ms a client is held; no successor comes, so it is refused.
+    const held = await connected(t.servicePort);
+    held.s.write('hello');
+    await held.closed;
     expect(await refusedAt(t.servicePort)).toBe('ECONNREFUSED');
     const data = randomBytes(100_000);
     expect((await echo(c.s, data)).equals(data)).toBe(true);
@@ -230,10 +235,16 @@ describe('graceful stop: drain (in process, loopback)', () => {
     await echo(c.s, Buffer.from('x'));
     const drained = drain([t.inside], 10_000, t.inside.log);
     while (!lines.some((l) => l.event === 'session.draining')) await new Promise((r) => setTimeout(r, 20));
+    // A client that comes before the successor is held at the port, then served by it.
+    const early = await connected(t.servicePort);
+    const waited = echo(early.s, Buffer.from('held for the successor'));
     t.successor();
     while (!lines.some((l) => l.event === 'service.ready' && l.name === 'inside-new')) await new Promise((r) => setTimeout(r, 20));
     expect(lines.some((l) => l.event === 'session.succeeded')).toBe(true);
     expect(lines.some((l) => l.event === 'session.replaced')).toBe(false);
+    expect((await waited).toString()).toBe('held for the successor');
+    expect(lines.some((l) => (l as { handed_over?: boolean }).handed_over === true)).toBe(true);
+    early.s.destroy();
     const next = await connected(t.servicePort);
     const fresh = randomBytes(50_000);
     expect((await echo(next.s, fresh)).equals(fresh)).toBe(true);
@@ -250,21 +261,48 @@ describe('graceful stop: drain (in process, loopback)', () => {
     next.s.destroy();
   }, 15_000);
 
-  it('inside relay: a connection already on its way when it began to drain is refused with SHUTDOWN (PS_ERR_SHUTTING_DOWN at both relays)', async () => {
+  it('inside relay: a connection the outside relay opened before it had the DRAINING frame is served, and the drain waits for it', async () => {
     const t = await topology();
-    // The outside relay has not yet had the DRAINING frame: hold it back.
+    // Hold back the DRAINING frame and the ping behind it: to the outside relay the inside relay
+    // is not draining yet, and with no open connection the drain waits for that ping's answer.
     const session = t.inside.session!;
     const send = session.sendControl.bind(session);
-    session.sendControl = (type, stream, payload, flags) => { if (type !== FrameType.DRAINING) send(type, stream, payload, flags); };
-    const drained = drain([t.inside], 10_000, t.inside.log);
+    const held: Array<() => void> = [];
+    session.sendControl = (type, stream, payload, flags) => {
+      if (type === FrameType.DRAINING || type === FrameType.PING) held.push(() => send(type, stream, payload, flags));
+      else send(type, stream, payload, flags);
+    };
+    let left: number | null = null;
+    const drained = drain([t.inside], 10_000, t.inside.log).then((n) => { left = n; });
     const late = await connected(t.servicePort);
-    await late.closed;
-    const refused = lines.find((l) => l.event === 'stream.refused' && l.name === 'inside');
-    expect(refused?.code).toBe('PS_ERR_SHUTTING_DOWN');
-    // … and the outside relay says why the client's connection closed.
-    while (!lines.some((l) => l.event === 'stream.refused' && l.name === 'outside')) await new Promise((r) => setTimeout(r, 20));
-    expect(lines.find((l) => l.event === 'stream.refused' && l.name === 'outside')?.code).toBe('PS_ERR_SHUTTING_DOWN');
-    expect(await drained).toBe(0);
+    const data = randomBytes(50_000);
+    expect((await echo(late.s, data)).equals(data)).toBe(true);
+    expect(left).toBeNull();
+    expect(lines.some((l) => l.event === 'stream.refused')).toBe(false);
+    for (const f of held.splice(0)) f();
+    session.sendControl = send;
+    late.s.end();
+    await drained;
+    expect(left).toBe(0);
+  }, 15_000);
+
+  it('a drain with nothing open still waits for the other side to answer a ping sent behind DRAINING', async () => {
+    const t = await topology();
+    const session = t.inside.session!;
+    const send = session.sendControl.bind(session);
+    const held: Array<() => void> = [];
+    session.sendControl = (type, stream, payload, flags) => {
+      if (type === FrameType.PING) held.push(() => send(type, stream, payload, flags));
+      else send(type, stream, payload, flags);
+    };
+    let left: number | null = null;
+    const drained = drain([t.inside], 10_000, t.inside.log).then((n) => { left = n; });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(left).toBeNull();
+    for (const f of held.splice(0)) f();
+    session.sendControl = send;
+    await drained;
+    expect(left).toBe(0);
   }, 15_000);
 
   it('closes what is still open when the grace runs out (relay.drain_timeout, PS_ERR_SHUTTING_DOWN)', async () => {
