@@ -261,6 +261,20 @@ describe('graceful stop: drain (in process, loopback)', () => {
     next.s.destroy();
   }, 15_000);
 
+  it('inside relay restarted after its old process has ended: the outside relay held its service port and clients for the successor', async () => {
+    const t = await topology();
+    expect(await drain([t.inside], 10_000, t.inside.log)).toBe(0);
+    t.inside.stop();
+    await until(() => lines.some((l) => l.event === 'session.closed' && l.name === 'outside'));
+    // No session now, but the port is still held (limits.service_handover_ms): the client waits.
+    const early = await connected(t.servicePort);
+    const waited = echo(early.s, Buffer.from('held across the restart'));
+    t.successor();
+    expect((await waited).toString()).toBe('held across the restart');
+    expect(lines.some((l) => (l as { handed_over?: boolean }).handed_over === true)).toBe(true);
+    early.s.destroy();
+  }, 15_000);
+
   it('inside relay: a connection the outside relay opened before it had the DRAINING frame is served, and the drain waits for it', async () => {
     const t = await topology();
     // Hold back the DRAINING frame and the ping behind it: to the outside relay the inside relay
