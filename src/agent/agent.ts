@@ -277,6 +277,8 @@ export class ClientAgent implements Drainable {
       const entry: ClientSession = { sock, session: null as unknown as Session, early: keys.early };
       entry.session = sessionOverSocket(sock, {
         role: 'client',
+        // The outside relay is stopping: open nothing more on this session.
+        onControl: (f) => { if (f.type === FrameType.DRAINING) this.retire(entry); },
         onClose: (err) => {
           if (this.session === entry) this.session = null;
           this.retiring.delete(entry);
@@ -294,6 +296,14 @@ export class ClientAgent implements Drainable {
       return entry;
     }).finally(() => { this.dialing = null; });
     return this.dialing;
+  }
+
+  /** The outside relay is stopping (DRAINING, or a 0x0c reply): this session's connections go on, new ones take a new session. */
+  private retire(entry: ClientSession): void {
+    if (this.session !== entry) return;
+    this.session = null;
+    this.retiring.add(entry);
+    this.log.info({ event: 'agent.session_retiring', outside: this.cfg.outside }, 'the outside relay is shutting down: its open connections go on, new ones take a new session');
   }
 
   /** A connection through portside, once the outside relay has answered (and it is sealed). */
@@ -362,11 +372,7 @@ export class ClientAgent implements Drainable {
       if (status !== 0) throw authError(status!, this.cfg.username);
       const [, rep] = await r.read(3);
       await readAddr(r);
-      if (rep === Rep.SHUTTING_DOWN && this.session === entry) {
-        this.session = null;
-        this.retiring.add(entry);
-        this.log.info({ event: 'agent.session_retiring', outside: this.cfg.outside }, 'the outside relay is shutting down: its open connections go on, new ones take a new session');
-      }
+      if (rep === Rep.SHUTTING_DOWN) this.retire(entry);
       if (rep !== 0) throw connectError(rep, target);
       // The outside relay's key share; whatever follows it is already sealed.
       const share = await r.read(SHARE_SIZE);

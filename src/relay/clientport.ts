@@ -186,9 +186,12 @@ export class ClientPort implements Drainable {
   quiesce(): void {
     this.quiet = true;
     this.server?.close();
-    // Connections an agent opened before this reach us after it: they are answered 0x0c (or taken,
-    // if passive) before the drain may end.
-    for (const s of this.sessions) this.settling.start(s);
+    // Agents open nothing more here (DRAINING); connections they opened before it reach us after
+    // it: they are answered 0x0c (or taken, if passive) before the drain may end.
+    for (const s of this.sessions) {
+      if (s.established && !s.closed) s.sendControl(FrameType.DRAINING, 0);
+      this.settling.start(s);
+    }
   }
 
   /** Connections open on every agent session. */

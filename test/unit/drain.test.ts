@@ -340,11 +340,35 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect(lines.some((l) => l.event === 'relay.draining')).toBe(false);
   }, 15_000);
 
-  it('client port: an agent\'s open connection goes on, its next one is refused with a clear reason, and the one after dials a new session', async () => {
+  it('client port: it tells its agents (DRAINING); an agent\'s open connection goes on and its next one dials a new session', async () => {
+    const t = await topology();
+    const c = await connected(t.forwardPort);
+    await echo(c.s, Buffer.from('x'));
+    const drained = drain([t.clients], 10_000, t.outside.log);
+    await until(() => lines.some((l) => l.event === 'agent.session_retiring'));
+    // The next connection does not go on the retiring session: a new one is dialled, and the
+    // closed client port refuses it.
+    const next = await connected(t.forwardPort);
+    next.s.write('hello');
+    await next.closed;
+    expect(lines.find((l) => l.name === 'client' && l.code)?.code).toBe('PS_ERR_OUTSIDE_UNREACHABLE');
+    expect(lines.some((l) => l.code === 'PS_ERR_SHUTTING_DOWN')).toBe(false);
+    const during = randomBytes(100_000);
+    expect((await echo(c.s, during)).equals(during)).toBe(true);
+    c.s.end();
+    expect(await drained).toBe(0);
+  }, 15_000);
+
+  it('client port: a connection an agent opened before it had DRAINING is refused with a clear reason (0x0c), and the agent then retires that session', async () => {
     const t = await topology();
     const c = await connected(t.forwardPort);
     const first = randomBytes(30_000);
     expect((await echo(c.s, first)).equals(first)).toBe(true);
+    // Hold DRAINING back at the client port: to the agent the relay is not stopping yet.
+    for (const s of (t.clients as unknown as { sessions: Set<{ sendControl: (type: number, ...rest: unknown[]) => void }> }).sessions) {
+      const send = s.sendControl.bind(s);
+      s.sendControl = (type: number, ...rest: unknown[]) => { if (type !== FrameType.DRAINING) send(type, ...rest); };
+    }
     let ended = false;
     const drained = drain([t.clients], 10_000, t.outside.log).then((n) => { ended = true; return n; });
     // The forward sent its bytes early; the refusal resets the program's connection.
