@@ -18,6 +18,7 @@ import { makeSelfSignedCert } from '../../src/agent/cert.js';
 import { hashUserLine } from '../../src/agent/users.js';
 import { drain } from '../../src/relay/drain.js';
 import { FrameType } from '../../src/session/frame.js';
+import type { Session } from '../../src/session/session.js';
 
 type Line = { event?: string; code?: string; open?: number; name?: string; reason?: string };
 
@@ -120,6 +121,23 @@ describe('graceful stop: drain (in process, loopback)', () => {
       return o2;
     };
     return { outside, clients, inside, agent, servicePort, forwardPort, successor, nextOutside };
+  };
+
+  /**
+   * Hold back `session`'s control frames of these types, as if they were still on their way;
+   * release() sends them, in order, and ends the holding.
+   */
+  const holdBack = (session: Session, types: number[]) => {
+    const send = session.sendControl.bind(session);
+    const held: Array<() => void> = [];
+    session.sendControl = (type, stream, payload, flags) => {
+      if (types.includes(type)) held.push(() => send(type, stream, payload, flags));
+      else send(type, stream, payload, flags);
+    };
+    return () => {
+      session.sendControl = send;
+      for (const f of held.splice(0)) f();
+    };
   };
 
   const until = async (pred: () => boolean) => { while (!pred()) await new Promise((r) => setTimeout(r, 20)); };
@@ -279,13 +297,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
     const t = await topology();
     // Hold back the DRAINING frame and the ping behind it: to the outside relay the inside relay
     // is not draining yet, and with no open connection the drain waits for that ping's answer.
-    const session = t.inside.session!;
-    const send = session.sendControl.bind(session);
-    const held: Array<() => void> = [];
-    session.sendControl = (type, stream, payload, flags) => {
-      if (type === FrameType.DRAINING || type === FrameType.PING) held.push(() => send(type, stream, payload, flags));
-      else send(type, stream, payload, flags);
-    };
+    const release = holdBack(t.inside.session!, [FrameType.DRAINING, FrameType.PING]);
     let left: number | null = null;
     const drained = drain([t.inside], 10_000, t.inside.log).then((n) => { left = n; });
     const late = await connected(t.servicePort);
@@ -293,8 +305,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
     expect((await echo(late.s, data)).equals(data)).toBe(true);
     expect(left).toBeNull();
     expect(lines.some((l) => l.event === 'stream.refused')).toBe(false);
-    for (const f of held.splice(0)) f();
-    session.sendControl = send;
+    release();
     late.s.end();
     await drained;
     expect(left).toBe(0);
@@ -302,19 +313,12 @@ describe('graceful stop: drain (in process, loopback)', () => {
 
   it('a drain with nothing open still waits for the other side to answer a ping sent behind DRAINING', async () => {
     const t = await topology();
-    const session = t.inside.session!;
-    const send = session.sendControl.bind(session);
-    const held: Array<() => void> = [];
-    session.sendControl = (type, stream, payload, flags) => {
-      if (type === FrameType.PING) held.push(() => send(type, stream, payload, flags));
-      else send(type, stream, payload, flags);
-    };
+    const release = holdBack(t.inside.session!, [FrameType.PING]);
     let left: number | null = null;
     const drained = drain([t.inside], 10_000, t.inside.log).then((n) => { left = n; });
     await new Promise((r) => setTimeout(r, 300));
     expect(left).toBeNull();
-    for (const f of held.splice(0)) f();
-    session.sendControl = send;
+    release();
     await drained;
     expect(left).toBe(0);
   }, 15_000);
@@ -365,10 +369,7 @@ describe('graceful stop: drain (in process, loopback)', () => {
     const first = randomBytes(30_000);
     expect((await echo(c.s, first)).equals(first)).toBe(true);
     // Hold DRAINING back at the client port: to the agent the relay is not stopping yet.
-    for (const s of (t.clients as unknown as { sessions: Set<{ sendControl: (type: number, ...rest: unknown[]) => void }> }).sessions) {
-      const send = s.sendControl.bind(s);
-      s.sendControl = (type: number, ...rest: unknown[]) => { if (type !== FrameType.DRAINING) send(type, ...rest); };
-    }
+    for (const s of (t.clients as unknown as { sessions: Set<Session> }).sessions) holdBack(s, [FrameType.DRAINING]);
     let ended = false;
     const drained = drain([t.clients], 10_000, t.outside.log).then((n) => { ended = true; return n; });
     // The forward sent its bytes early; the refusal resets the program's connection.
