@@ -29,7 +29,7 @@ export interface InsidePeer {
   draining?: boolean;
   /** DRAINING: its service ports wait this long for a successor session to take them over. */
   handover?: NodeJS.Timeout;
-  /** Service clients that came before the session could carry them (before INIT_ACK, or held for a handover). */
+  /** Service clients held: until INIT_ACK has gone out, or, while draining, for a successor session (onListenerClient()). */
   waiting?: Array<[Service, net.Socket]>;
 }
 
@@ -71,8 +71,6 @@ export class OutsideRelay implements Drainable {
   readonly peers = new Map<string, InsidePeer>();
   /** Draining sessions whose inside relay has a successor session (adopt()): they end by themselves. */
   private readonly retired = new Set<InsidePeer>();
-  /** Clients at a draining inside relay's service port, held for its successor (onListenerClient()). */
-  private readonly held = new Map<net.Server, net.Socket[]>();
   private pending = 0;
   /** Sessions not yet authenticated, by remote address|port: call to stop their deadline. */
   private readonly waiting = new Map<string, () => void>();
@@ -337,11 +335,15 @@ export class OutsideRelay implements Drainable {
         spare.delete(listenKey(svc));
         const srv = handed ?? await this.listenService(peer, svc);
         const a = srv.address() as net.AddressInfo;
+        // Clients held at a port handed over come along; they are served once this session is
+        // ready (after INIT_ACK).
+        const prev = this.owner.get(srv)!;
+        if (handed && prev.peer.waiting) {
+          for (const [was, sock] of prev.peer.waiting) if (was === prev.svc) (peer.waiting ??= []).push([svc, sock]);
+          prev.peer.waiting = prev.peer.waiting.filter(([was]) => was !== prev.svc);
+        }
         peer.listeners.push(srv);
         this.owner.set(srv, { peer, svc });
-        // Clients held for the handover are served once this session is ready (after INIT_ACK).
-        for (const s of this.held.get(srv) ?? []) (peer.waiting ??= []).push([svc, s]);
-        this.held.delete(srv);
         peer.log.info({ event: 'service.listening', service: svc.name, address: a.address, port: a.port, target: joinHostPort(svc.target.host, svc.target.port), ...(handed ? { handed_over: true } : {}) }, handed ? 'service port handed over from the session before' : 'service listening');
         ack.services.push({ name: svc.name, ok: true, host: a.address, port: a.port });
       } catch (err) {
@@ -350,30 +352,32 @@ export class OutsideRelay implements Drainable {
         ack.services.push({ name: svc.name, ok: false, code: ErrorCode.CONNECT_FAILED, error: msg });
       }
     }
-    // Ports the new session did not ask for again.
+    // Ports the new session did not ask for again, and the clients held at them.
     for (const l of spare.values()) this.closeListener(l);
     return ack;
   }
 
-  /** Close a service port, and refuse the clients held at it. */
+  /** Close a service port, and refuse the clients held for it. */
   private closeListener(l: net.Server): void {
     l.close();
-    for (const s of this.held.get(l) ?? []) s.destroy();
-    this.held.delete(l);
+    const o = this.owner.get(l);
+    if (!o?.peer.waiting) return;
+    for (const [svc, s] of o.peer.waiting) if (svc === o.svc) s.destroy();
+    o.peer.waiting = o.peer.waiting.filter(([svc]) => svc !== o.svc);
   }
 
-  /** A client at a service port: to its session, or held while that session gets ready or hands over. */
+  /**
+   * A client at a service port: to its session, or held. Until INIT_ACK has gone out no stream may
+   * reach the inside relay; while it drains, a successor (a restart, a reload) takes the port over
+   * within limits.service_handover_ms and serves the client then, or the port closes and refuses it.
+   */
   private onListenerClient(srv: net.Server, sock: net.Socket): void {
     const o = this.owner.get(srv);
-    if (!o) { sock.destroy(); return; }
-    if (!o.peer.draining) return this.onServiceClient(o.peer, o.svc, sock);
-    // Its inside relay is draining: a successor (a restart, a reload) takes this port over within
-    // limits.service_handover_ms and serves the client then; else the port closes and it is refused.
-    const q = this.held.get(srv) ?? [];
-    if (q.length >= MAX_WAITING) { sock.destroy(); return; }
+    if (!o || (o.peer.session.closed && !o.peer.draining)) { sock.destroy(); return; }
+    if (o.peer.session.established && !o.peer.draining) return this.onServiceClient(o.peer, o.svc, sock);
+    if ((o.peer.waiting ??= []).length >= MAX_WAITING) { sock.destroy(); return; }
     sock.on('error', ignore);
-    q.push(sock);
-    this.held.set(srv, q);
+    o.peer.waiting.push([o.svc, sock]);
   }
 
   private listenService(peer: InsidePeer, svc: Service): Promise<net.Server> {
@@ -393,13 +397,6 @@ export class OutsideRelay implements Drainable {
       return;
     }
     if (peer.session.closed) { sock.destroy(); return; }
-    // Its listener opened before INIT_ACK went out: a stream must not reach the inside relay before it.
-    if (!peer.session.established) {
-      if ((peer.waiting ??= []).length >= MAX_WAITING) { sock.destroy(); return; }
-      sock.on('error', ignore);
-      peer.waiting.push([svc, sock]);
-      return;
-    }
     // inside-connect.req (608): the inside relay connects to the server. The client's first
     // bytes travel right behind the request (within the window) and wait at the inside relay,
     // which saves a round trip; a refusal closes the client's connection.
@@ -452,8 +449,6 @@ export class OutsideRelay implements Drainable {
   private closePeer(peer: InsidePeer, force = false): void {
     this.retired.delete(peer);
     if (!force && peer.draining && peer.handover && !this.quiet && this.peers.get(peer.name) === peer) {
-      for (const [, s] of peer.waiting ?? []) s.destroy();
-      peer.waiting = undefined;
       this.extension.onPeerClosed?.(peer);
       return;
     }
