@@ -61,7 +61,8 @@ describe('signals to a relay process', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const pair = async () => {
+  /** An outside and an inside relay process; `outsides` replaces the inside relay's `outside:` line. */
+  const pair = async (o: { outsides?: (sessionPort: number) => string } = {}) => {
     const [sessionPort, servicePort, outsideMetrics, insideMetrics] = [await free(), await free(), await free(), await free()];
     const key = randomBytes(32).toString('base64');
     writeFileSync(join(dir, 'outside.yaml'), [
@@ -73,7 +74,7 @@ describe('signals to a relay process', () => {
     writeFileSync(join(dir, 'inside.yaml'), [
       'name: b',
       `key: "${key}"`,
-      `outside: 127.0.0.1:${sessionPort}`,
+      o.outsides ? o.outsides(sessionPort) : `outside: 127.0.0.1:${sessionPort}`,
       `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${(target.address() as net.AddressInfo).port}"}]`,
       `metrics: 127.0.0.1:${insideMetrics}`,
     ].join('\n'));
@@ -84,7 +85,7 @@ describe('signals to a relay process', () => {
     children.push(inside.child);
     await inside.waitFor('service.ready');
     await inside.waitFor('metrics.listening');
-    return { outside, inside, servicePort, outsideMetrics, insideMetrics };
+    return { outside, inside, sessionPort, servicePort, outsideMetrics, insideMetrics };
   };
 
   /** GET /healthz: the HTTP status and the JSON body. */
@@ -152,24 +153,10 @@ describe('signals to a relay process', () => {
   }, 20_000);
 
   it('an inside relay with two outside relays, one of them down: a session to the other, GET /healthz 503 "partial"', async () => {
-    const [sessionPort, nobody, servicePort, metricsPort] = [await free(), await free(), await free(), await free()];
-    const key = randomBytes(32).toString('base64');
-    writeFileSync(join(dir, 'o2.yaml'), [`listen: 127.0.0.1:${sessionPort}`, `insides: [{name: b, key: "${key}"}]`, 'allow: {hosts: [127.0.0.1], ports: ["1024-65535"], from: ["127.0.0.0/8"]}'].join('\n'));
-    writeFileSync(join(dir, 'i2.yaml'), [
-      'name: b',
-      `key: "${key}"`,
-      `outsides: [{address: "127.0.0.1:${sessionPort}"}, {address: "127.0.0.1:${nobody}"}]`,
-      `services: [{name: echo, listen: "127.0.0.1:${servicePort}", target: "127.0.0.1:${(target.address() as net.AddressInfo).port}"}]`,
-      `metrics: 127.0.0.1:${metricsPort}`,
-    ].join('\n'));
-    const outside = relay('outside', join(dir, 'o2.yaml'));
-    children.push(outside.child);
-    await outside.waitFor('outside.listening');
-    const inside = relay('inside', join(dir, 'i2.yaml'));
-    children.push(inside.child);
-    await inside.waitFor('service.ready');
+    const nobody = await free();
+    const { inside, sessionPort, servicePort, insideMetrics } = await pair({ outsides: (p) => `outsides: [{address: "127.0.0.1:${p}"}, {address: "127.0.0.1:${nobody}"}]` });
     await echoing(servicePort);
-    const h = await health(metricsPort);
+    const h = await health(insideMetrics);
     expect(h.code).toBe(503);
     expect(h.body).toMatchObject({ status: 'partial', outsides: [{ address: `127.0.0.1:${sessionPort}`, up: true }, { address: `127.0.0.1:${nobody}`, up: false }] });
     // Each line of the inside relay says which outside relay it is about.
