@@ -182,7 +182,7 @@ export class ClientPort implements Drainable {
     }
   };
 
-  /** Graceful stop (drain.ts): no new agent sessions, and new connections on open ones refused with SHUTDOWN. */
+  /** Graceful stop (drain.ts): no new agent sessions; agents are told (DRAINING) to open nothing more on theirs. */
   quiesce(): void {
     this.quiet = true;
     this.server?.close();
@@ -464,8 +464,7 @@ export class ClientPort implements Drainable {
       return;
     }
     if (result !== Result.OK) {
-      if (result === Result.SHUTDOWN) slog.warn({ event: 'client.refused', code: ErrorCode.SHUTTING_DOWN, result: 'SHUTDOWN' }, 'the inside relay is shutting down: it takes no new connections');
-      else slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
+      slog.warn({ event: 'client.refused', code: ErrorCode.CONNECT_FAILED, result: resultName(result) }, 'inside relay could not connect to the destination');
       sock.end(reply(repForResult(result)));
       return;
     }

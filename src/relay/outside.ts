@@ -409,8 +409,7 @@ export class OutsideRelay implements Drainable {
       // Nothing made here may outlive the set-up (idle connections must stay small).
       stream.onopen = null;
       if (result !== Result.OK) {
-        if (result === Result.SHUTDOWN) peer.log.warn({ ...fields, event: 'stream.refused', code: ErrorCode.SHUTTING_DOWN, result: 'SHUTDOWN' }, 'the inside relay is shutting down: it takes no new connections');
-        else peer.log.warn({ ...fields, event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
+        peer.log.warn({ ...fields, event: 'stream.refused', result: resultName(result) }, 'inside relay could not connect to the target');
         sock.destroy();
         return;
       }
